@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+from typing import ClassVar
+
+import attrs
+import pytest
+
+from cyclone_core import ConfigError, PluginError, Task, hookimpl
+from cyclone_core.plugins import Plugins
+
+
+def test_builtins_are_discovered_through_the_entry_point() -> None:
+    plugins = Plugins()
+    plugins.load_entry_points()
+    assert {"noop", "sleep", "fail", "crash", "hang"} <= set(plugins.task_types())
+    (info,) = [i for i in plugins.infos() if i.name == "builtins"]
+    assert info.distribution == "cyclone-core"
+    assert info.status == "ok"
+
+
+def test_unknown_task_type_names_the_known_ones() -> None:
+    plugins = Plugins()
+    plugins.load_entry_points()
+    with pytest.raises(ConfigError, match=r"unknown task type 'nope' \(known: .*noop"):
+        plugins.task_type("nope")
+
+
+@attrs.define(kw_only=True)
+class _Dup(Task):
+    name: ClassVar[str] = "noop"
+
+
+class _DupPlugin:
+    @hookimpl
+    def cyclone_task_types(self) -> list[type[Task]]:
+        return [_Dup]
+
+
+class _UnknownHookPlugin:
+    @hookimpl
+    def cyclone_no_such_hook(self) -> None: ...
+
+
+def test_two_plugins_with_one_name_is_an_error_naming_both() -> None:
+    plugins = Plugins()
+    plugins.load_entry_points()
+    plugins.register(_DupPlugin(), name="dup")
+    with pytest.raises(PluginError, match=r"task type 'noop' is registered by more than one plugin \('builtins', 'dup'\)"):
+        plugins.task_type("noop")
+    assert {i.name: i.status for i in plugins.infos()}["dup"] == "conflict"
+
+
+def test_unknown_hook_marks_plugin_broken() -> None:
+    plugins = Plugins()
+    info = plugins.register(_UnknownHookPlugin(), name="odd")
+    assert info.status == "broken"
+    assert "cyclone_no_such_hook" in (info.error or "")
