@@ -93,7 +93,7 @@ def _format_leaf(exc: BaseException, type_: Any) -> str:
     return cattrs.v.format_exception(exc, type_)
 
 
-def _describe_error(exc: Exception) -> str:
+def describe_error(exc: Exception) -> str:
     if not isinstance(exc, cattrs.BaseValidationError):
         return str(exc)
     lines = []
@@ -112,7 +112,7 @@ def structure(data: Any, cls: type[T], *, where: str) -> T:
     try:
         return converter.structure(data, cls)
     except (cattrs.BaseValidationError, ValueError, TypeError) as exc:
-        raise ConfigError(f"{where}: {_describe_error(exc)}") from exc
+        raise ConfigError(f"{where}: {describe_error(exc)}") from exc
 
 
 def unstructure(obj: Any) -> Any:

@@ -1,0 +1,1 @@
+"""The distributed engine: protocol, master, controllers and worker pools."""
