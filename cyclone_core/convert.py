@@ -75,7 +75,6 @@ converter.register_structure_hook(ByteSize, lambda v, _: ByteSize.parse(v))
 converter.register_unstructure_hook(ByteSize, int)
 
 
-
 def parse_scalar(text: str) -> Any:
     """Interpret a command-line or INI value: JSON if it parses (``10``, ``true``, ``{"a": 1}``),
     else the string itself (``1M``, ``0-11,20``, ``/scratch``)."""

@@ -67,6 +67,7 @@ class ByteSize(int):
         """Parse an int or a string with an optional K/M/G/T suffix (``KiB``/``KB`` alike)."""
         if isinstance(value, bool):
             raise ValueError(f"expected a size such as 4096 or '1M', got {value!r}")
+        number: float
         if isinstance(value, int):
             number, unit = value, ""
         elif isinstance(value, str):

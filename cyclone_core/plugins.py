@@ -122,9 +122,7 @@ class Plugins:
         except Exception as exc:  # pluggy validates hook signatures at register time
             self._mark_broken(info, f"invalid hook implementation: {' '.join(str(exc).split())}")
             return
-        unknown = sorted(
-            caller.name for caller in self.manager.get_hookcallers(plugin) or [] if not caller.has_spec()
-        )
+        unknown = sorted(caller.name for caller in self.manager.get_hookcallers(plugin) or [] if not caller.has_spec())
         if unknown:
             self.manager.unregister(plugin)
             self._mark_broken(info, f"implements unknown hook(s) {', '.join(unknown)}")
@@ -147,40 +145,42 @@ class Plugins:
     # -- registries ----------------------------------------------------------------------
 
     def _build(self) -> dict[str, dict[str, Any]]:
-        if self._registries is not None:
-            return self._registries
-        registries: dict[str, dict[str, Any]] = {kind: {} for kind in _KINDS}
-        owners: dict[str, dict[str, str]] = {kind: {} for kind in _KINDS}
-        self._conflicts = {kind: {} for kind in _KINDS}
-        for kind, (hook_name, base) in _KINDS.items():
-            for impl in reversed(getattr(self.manager.hook, hook_name).get_hookimpls()):
-                info = self._infos.get(impl.plugin_name)
-                try:
-                    classes = list(impl.function() or ())
-                    for cls in classes:
-                        _check_component(cls, base, kind)
-                except Exception as exc:
-                    if info is not None:
-                        self._mark_broken(info, f"{hook_name}() failed: {exc}")
-                    continue
+        if self._registries is None:
+            self._conflicts = {}
+            self._registries = {kind: self._collect(kind) for kind in _KINDS}
+        return self._registries
+
+    def _collect(self, kind: str) -> dict[str, Any]:
+        """Name -> class for one kind, recording which plugin provides what and any clashes."""
+        hook_name, base = _KINDS[kind]
+        registry: dict[str, Any] = {}
+        owners: dict[str, str] = {}
+        clashes: dict[str, list[str]] = {}
+        for impl in reversed(getattr(self.manager.hook, hook_name).get_hookimpls()):
+            info = self._infos.get(impl.plugin_name)
+            try:
+                classes = list(impl.function() or ())
                 for cls in classes:
-                    owner = owners[kind].setdefault(cls.name, impl.plugin_name)
-                    if owner != impl.plugin_name:
-                        self._conflicts[kind].setdefault(cls.name, [owner]).append(impl.plugin_name)
-                    registries[kind].setdefault(cls.name, cls)
-                    if info is not None:
-                        getattr(info, kind).append(cls.name)
-        for kind, clashes in self._conflicts.items():
-            for name, plugins in clashes.items():
-                reason = f"{_SINGULAR[kind]} '{name}' is registered by plugins {', '.join(repr(p) for p in sorted(plugins))}"
-                for plugin_name in plugins:
-                    info = self._infos[plugin_name]
-                    info.status, info.error = "conflict", reason
-                log.warning("%s", reason)
-        for info in self._infos.values():
-            info.commands = []
-        self._registries = registries
-        return registries
+                    _check_component(cls, base, kind)
+            except Exception as exc:  # third-party code: record it, keep going
+                if info is not None:
+                    self._mark_broken(info, f"{hook_name}() failed: {exc}")
+                continue
+            for cls in classes:
+                owner = owners.setdefault(cls.name, impl.plugin_name)
+                if owner != impl.plugin_name:
+                    clashes.setdefault(cls.name, [owner]).append(impl.plugin_name)
+                registry.setdefault(cls.name, cls)
+                if info is not None:
+                    getattr(info, kind).append(cls.name)
+        for name, plugins in clashes.items():
+            owners_text = ", ".join(repr(p) for p in sorted(plugins))
+            reason = f"{_SINGULAR[kind]} '{name}' is registered by plugins {owners_text}"
+            for plugin_name in plugins:
+                self._infos[plugin_name].status, self._infos[plugin_name].error = "conflict", reason
+            log.warning("%s", reason)
+        self._conflicts[kind] = clashes
+        return registry
 
     def _lookup(self, kind: str, name: str) -> Any:
         registry = self._build()[kind]
@@ -207,15 +207,15 @@ class Plugins:
 
     def task_type(self, name: str) -> type[Task]:
         """The task class registered as ``name``; :class:`ConfigError` if there is none."""
-        return self._lookup("task_types", name)  # type: ignore[no-any-return]
+        return self._lookup("task_types", name)
 
     def generator(self, name: str) -> type[TaskGenerator]:
         """The generator class registered as ``name``."""
-        return self._lookup("generators", name)  # type: ignore[no-any-return]
+        return self._lookup("generators", name)
 
     def sink(self, name: str) -> type[ResultSink]:
         """The sink class registered as ``name``."""
-        return self._lookup("sinks", name)  # type: ignore[no-any-return]
+        return self._lookup("sinks", name)
 
     def infos(self) -> list[PluginInfo]:
         """Every plugin seen, loaded or broken, sorted by name."""
@@ -235,7 +235,9 @@ class Plugins:
                 if info is not None:
                     self._mark_broken(info, f"cyclone_commands() failed: {exc}")
                 continue
-            added = [c.name or getattr(c.callback, "__name__", "?") for c in app.registered_commands if id(c) not in before]
+            added = [
+                c.name or getattr(c.callback, "__name__", "?") for c in app.registered_commands if id(c) not in before
+            ]
             added += [g.name or "?" for g in app.registered_groups if id(g) not in before]
             info = self._infos.get(impl.plugin_name)
             if info is not None:
@@ -286,6 +288,3 @@ def reset_plugins() -> None:
     """Forget the process-wide plugins (tests use this after changing the environment)."""
     global _plugins
     _plugins = None
-
-
-

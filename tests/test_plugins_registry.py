@@ -45,7 +45,8 @@ def test_two_plugins_with_one_name_is_an_error_naming_both() -> None:
     plugins = Plugins()
     plugins.load_entry_points()
     plugins.register(_DupPlugin(), name="dup")
-    with pytest.raises(PluginError, match=r"task type 'noop' is registered by more than one plugin \('builtins', 'dup'\)"):
+    expected = r"task type 'noop' is registered by more than one plugin \('builtins', 'dup'\)"
+    with pytest.raises(PluginError, match=expected):
         plugins.task_type("noop")
     assert {i.name: i.status for i in plugins.infos()}["dup"] == "conflict"
 
