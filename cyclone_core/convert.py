@@ -87,8 +87,9 @@ def parse_scalar(text: str) -> Any:
 def _format_leaf(exc: BaseException, type_: Any) -> str:
     if isinstance(exc, KeyError):
         return "required but missing"
-    if isinstance(exc, ValueError | TypeError) and str(exc):
-        return str(exc)
+    if isinstance(exc, ValueError | TypeError) and exc.args:
+        # attrs validators raise with (message, attribute, ...) args; the message is enough.
+        return str(exc.args[0]) if isinstance(exc.args[0], str) else str(exc)
     return cattrs.v.format_exception(exc, type_)
 
 

@@ -1,0 +1,151 @@
+"""The ``file-create`` task: one file-creation check, reported as an outcome with metrics.
+
+Statuses: the fine-grained :class:`~cyclone_file_create.check.CheckStatus` goes into the
+payload (``check``) and the latency metric's ``check`` label; the result's status is ``ok`` for
+``ok`` and ``failed`` for everything else (``failed``, ``error``, ``timeout``, ``inactive``),
+with the one-line error.  A task reports ``ok`` or ``failed`` only; the result status
+``timeout`` comes from the engine, when it had to kill a worker that did not return at all.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import attrs
+from cyclone_core import Metric, Outcome, Status, Task, TaskContext
+from cyclone_lustre_ost.lustre import ost_label
+
+from cyclone_file_create.check import Budget, CheckReport, CheckStatus, run_within
+from cyclone_file_create.lustre_check import LustreCheck
+from cyclone_file_create.plain_check import check_plain
+from cyclone_file_create.validators import at_least, one_of
+
+__all__ = (
+    "CHECK_METRIC",
+    "ERROR_METRIC",
+    "LUSTRE_SECONDS_METRIC",
+    "PLAIN_MAX_SECONDS_METRIC",
+    "PLAIN_SECONDS_METRIC",
+    "FileCreateTask",
+)
+
+#: Creation latency of one Lustre check: the ``lfs setstripe`` that creates the file.
+LUSTRE_SECONDS_METRIC = "cyclone_lustre_file_creation_seconds"
+#: 1 when the object landed on the OST asked for, 0 when elsewhere (Cyclone 2.x name).
+CHECK_METRIC = "cyclone_lustre_file_creation_check"
+#: 1 when the check errored or timed out, else 0 (Cyclone 2.x name).
+ERROR_METRIC = "cyclone_lustre_file_creation_error"
+#: Mean latency of creating a file durably in a plain directory.
+PLAIN_SECONDS_METRIC = "cyclone_file_creation_seconds"
+#: Longest of those creations.
+PLAIN_MAX_SECONDS_METRIC = "cyclone_file_creation_max_seconds"
+
+
+@attrs.define(kw_only=True)
+class FileCreateTask(Task):
+    """Create a file, confirm it, delete it, and time it.
+
+    In ``lustre`` mode: inside ``<path>/<mdt_dir_prefix><mdt_index>``, create a file with its
+    one object on OST ``ost_index`` (``lfs setstripe -c 1 -i``), confirm the placement (``lfs
+    getstripe -y``) and delete the file.  In ``plain`` mode: create ``count`` files in ``path``
+    (each made durable with an ``fsync`` of the directory), stat and delete each.
+
+    The whole check must finish within ``timeout_ms`` milliseconds; a command still running
+    then is killed and the check reports ``timeout``.
+
+    :param path: the Lustre directory holding the per-MDT directories, or the plain directory.
+    :param mode: ``lustre`` or ``plain``.
+    :param fsname: the file system name: the ``target`` label of the metrics.
+    :param mdt_index: the MDT whose directory the file is created in (Lustre).
+    :param ost_index: the OST the file's object is asked for on (Lustre).
+    :param ost_active: ``False`` when the OST was found inactive: the task only reports that.
+    :param mdt_dir_prefix: prefix of the per-MDT directory names.
+    :param create_dirs: create a missing per-MDT directory with ``lfs mkdir -i``.
+    :param lfs_bin: the ``lfs`` command.
+    :param lctl_bin: the ``lctl`` command.
+    :param sudo: run the Lustre commands through ``sudo -n``.
+    :param timeout_ms: milliseconds the whole check may take.
+    :param count: files created in plain mode.
+    """
+
+    name: ClassVar[str] = "file-create"
+
+    path: str
+    mode: str = attrs.field(default="plain", validator=one_of("lustre", "plain"))
+    fsname: str = ""
+    mdt_index: int | None = None
+    ost_index: int | None = None
+    ost_active: bool = True
+    mdt_dir_prefix: str = "mdt"
+    create_dirs: bool = True
+    lfs_bin: str = "lfs"
+    lctl_bin: str = "lctl"
+    sudo: bool = False
+    timeout_ms: int = attrs.field(default=10_000, validator=at_least(1))
+    count: int = attrs.field(default=10, validator=at_least(1))
+
+    def execute(self, ctx: TaskContext) -> Outcome:
+        """Run the check within ``timeout_ms`` and report it."""
+        budget = Budget(self.timeout_ms)
+        if self.mode == "plain":
+            report = run_within(lambda: check_plain(Path(self.path), self.count, budget), budget)
+            return self._plain_outcome(report)
+        if self.mdt_index is None or self.ost_index is None or not self.fsname:
+            raise ValueError("a Lustre file-create check needs fsname, mdt_index and ost_index")
+        if not self.ost_active:
+            report = CheckReport(
+                CheckStatus.INACTIVE, error=f"{ost_label(self.ost_index)} is inactive; file creation not checked"
+            )
+        else:
+            check = LustreCheck(
+                path=Path(self.path),
+                mdt_index=self.mdt_index,
+                ost_index=self.ost_index,
+                mdt_dir_prefix=self.mdt_dir_prefix,
+                create_dirs=self.create_dirs,
+                lfs_bin=self.lfs_bin,
+                lctl_bin=self.lctl_bin,
+                sudo=self.sudo,
+                budget=budget,
+            )
+            report = run_within(check.run, budget)
+        return self._lustre_outcome(report, self.mdt_index, self.ost_index)
+
+    def _plain_outcome(self, report: CheckReport) -> Outcome:
+        labels = {"path": self.path}
+        metrics = []
+        if report.seconds is not None:
+            metrics = [
+                Metric(PLAIN_SECONDS_METRIC, report.seconds, "s", labels),
+                Metric(PLAIN_MAX_SECONDS_METRIC, report.details["create_seconds"]["max"], "s", labels),
+            ]
+        payload = {"check": str(report.status), "mode": "plain", "path": self.path, **report.details}
+        return _outcome(report, metrics, payload)
+
+    def _lustre_outcome(self, report: CheckReport, mdt: int, ost: int) -> Outcome:
+        labels = {"target": self.fsname, "mdt_index": str(mdt), "ost_index": str(ost)}
+        metrics = []
+        if report.seconds is not None:
+            metrics.append(Metric(LUSTRE_SECONDS_METRIC, report.seconds, "s", {**labels, "check": str(report.status)}))
+        if report.status in (CheckStatus.OK, CheckStatus.FAILED):
+            metrics.append(Metric(CHECK_METRIC, float(report.status is CheckStatus.OK), "1", labels))
+        failed_to_check = report.status in (CheckStatus.ERROR, CheckStatus.TIMEOUT)
+        metrics.append(Metric(ERROR_METRIC, float(failed_to_check), "1", labels))
+        payload = {
+            "check": str(report.status),
+            "mode": "lustre",
+            "target": self.fsname,
+            "mdt_index": mdt,
+            "ost_index": ost,
+            "ost": ost_label(ost),
+            **report.details,
+        }
+        return _outcome(report, metrics, payload)
+
+
+def _outcome(report: CheckReport, metrics: list[Metric], payload: dict[str, Any]) -> Outcome:
+    if report.seconds is not None:
+        payload["seconds"] = report.seconds
+    status = Status.OK if report.status is CheckStatus.OK else Status.FAILED
+    return Outcome(metrics=metrics, payload=payload, status=status, error=report.error)

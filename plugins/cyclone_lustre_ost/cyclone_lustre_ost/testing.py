@@ -1,0 +1,177 @@
+"""Test support: a stand-in Lustre file system driven by the stand-in ``lfs`` and ``lctl``.
+
+Loaded automatically by pytest (``pytest11`` entry point), so any test gets the fixture
+``lustre_standin`` without imports; :func:`standin_lustre` is the same thing as a function::
+
+    def test_probe(lustre_standin):
+        fs = lustre_standin(osts=12, inactive=[3], flags={5: "D"})
+        tools = fs.tools()
+        assert [o.active for o in tools.df(str(fs.mount))][3] is False
+
+The stand-in programs are written as small executable wrappers in a private ``bin``
+directory; each one runs the emulation with the current Python and its own state file, so
+several stand-ins can coexist in one test and no environment needs to be passed around.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import stat
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+
+from cyclone_lustre_ost.lustre import LustreTools
+from cyclone_lustre_ost.standin import ENV, layouts_path
+
+__all__ = ("StandinLustre", "lustre_standin", "standin_lustre")
+
+_SCRIPTS = Path(__file__).resolve().parent / "standin"
+
+
+@attrs.frozen
+class StandinLustre:
+    """A stand-in file system.
+
+    :param mount: its mount point (a real directory; files are created there for real).
+    :param lfs_bin: path of the stand-in ``lfs``.
+    :param lctl_bin: path of the stand-in ``lctl``.
+    :param state: the JSON state file (edit it with :meth:`set_ost`).
+    :param env: the environment variable that selects this stand-in when the scripts are run
+        directly (``python3 .../standin/lfs``); the wrappers set it themselves.
+    :param fsname: the file system name.
+    """
+
+    mount: Path
+    lfs_bin: str
+    lctl_bin: str
+    state: Path
+    env: dict[str, str]
+    fsname: str
+
+    def tools(self, *, timeout: float = 30.0) -> LustreTools:
+        """:class:`LustreTools` that run this stand-in."""
+        return LustreTools(lfs_bin=self.lfs_bin, lctl_bin=self.lctl_bin, timeout=timeout)
+
+    def set_ost(self, index: int, **changes: Any) -> None:
+        """Change one OST's state (``active=False``, ``hang=True``, ``used_kb=...``)."""
+        data = json.loads(self.state.read_text())
+        for ost in data["osts"]:
+            if ost["index"] == index:
+                ost.update(changes)
+                break
+        else:
+            raise KeyError(f"the stand-in has no OST {index}")
+        self.state.write_text(json.dumps(data, indent=1))
+
+    def layout(self, path: str | os.PathLike[str]) -> list[int]:
+        """The OSTs the stand-in recorded for ``path`` (empty if it has none yet)."""
+        layouts = layouts_path(self.state)
+        if not layouts.exists():
+            return []
+        absolute = os.path.abspath(path)
+        resolved = os.path.join(os.path.realpath(os.path.dirname(absolute)), os.path.basename(absolute))
+        key = os.path.relpath(resolved, os.path.realpath(self.mount))
+        entry = json.loads(layouts.read_text())["files"].get(key)
+        return list(entry["osts"]) if entry else []
+
+
+def _wrapper(path: Path, script: Path, state: Path) -> str:
+    path.write_text(
+        f"#!/bin/sh\n{ENV}={shlex.quote(str(state))} exec {shlex.quote(sys.executable)} -S "
+        f'{shlex.quote(str(script))} "$@"\n'
+    )
+    path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return str(path)
+
+
+def standin_lustre(
+    tmp_path: Path,
+    *,
+    osts: int | Iterable[int] = 4,
+    inactive: Iterable[int] = (),
+    flags: Mapping[int, str] | None = None,
+    hang: Iterable[int] = (),
+    place_on: Mapping[int, int] | None = None,
+    io_error: Iterable[int] = (),
+    migrate_error: Mapping[int, str] | None = None,
+    used_kb: Mapping[int, int] | None = None,
+    size_kb: int = 1_048_576,
+    mdt_count: int = 1,
+    fsname: str = "testfs",
+    name: str = "lustre",
+) -> StandinLustre:
+    """Build a stand-in Lustre file system under ``tmp_path/name``.
+
+    :param osts: how many OSTs (indexes 0..n-1), or the indexes themselves (``[0, 10, 20]``).
+    :param inactive: indexes of deactivated OSTs.
+    :param flags: index -> ``lfs df`` state letters (``{5: "D"}``).
+    :param hang: indexes of OSTs whose server does not answer (commands involving them hang).
+    :param place_on: index -> index where the allocator puts objects requested on it.
+    :param io_error: indexes of OSTs on which writes fail (ENOSPC).
+    :param migrate_error: index -> message with which ``lfs migrate`` onto it fails.
+    :param used_kb: index -> used KiB (default 1 % of ``size_kb``).
+    :param size_kb: capacity of each OST in KiB.
+    :param mdt_count: number of MDTs.
+    :param fsname: file system name.
+    :param name: sub-directory of ``tmp_path`` (use different names for several stand-ins).
+    """
+    base = tmp_path / name
+    mount = base / "mnt"
+    bindir = base / "bin"
+    mount.mkdir(parents=True)
+    bindir.mkdir()
+    indexes = list(range(osts)) if isinstance(osts, int) else sorted(osts)
+    flags, place_on, migrate_error, used_kb = flags or {}, place_on or {}, migrate_error or {}, used_kb or {}
+    inactive, hang, io_error = set(inactive), set(hang), set(io_error)
+    state = base / "state.json"
+    state.write_text(
+        json.dumps(
+            {
+                "fsname": fsname,
+                "mount": str(mount),
+                "instance": "ffff8803c9c0f000",
+                "mdt_count": mdt_count,
+                "osts": [
+                    {
+                        "index": i,
+                        "active": i not in inactive,
+                        "size_kb": size_kb,
+                        "used_kb": used_kb.get(i, size_kb // 100),
+                        "flags": flags.get(i, ""),
+                        "hang": i in hang,
+                        "place_on": place_on.get(i),
+                        "io_error": i in io_error,
+                        "migrate_error": migrate_error.get(i),
+                    }
+                    for i in indexes
+                ],
+            },
+            indent=1,
+        )
+    )
+    return StandinLustre(
+        mount=mount,
+        lfs_bin=_wrapper(bindir / "lfs", _SCRIPTS / "lfs", state),
+        lctl_bin=_wrapper(bindir / "lctl", _SCRIPTS / "lctl", state),
+        state=state,
+        env={ENV: str(state)},
+        fsname=fsname,
+    )
+
+
+@pytest.fixture
+def lustre_standin(tmp_path: Path) -> Callable[..., StandinLustre]:
+    """A factory: ``lustre_standin(osts=..., inactive=..., ...)`` -> :class:`StandinLustre`
+    (keyword arguments as :func:`standin_lustre`), built in the test's ``tmp_path``."""
+
+    def build(**kwargs: Any) -> StandinLustre:
+        return standin_lustre(tmp_path, **kwargs)
+
+    return build
