@@ -1,0 +1,346 @@
+"""Table layouts of the ``mysql`` sink: the DDL of each, and how a result becomes a row.
+
+A layout is pure data plus a pure function, so the mapping is tested without a server.  Every
+value is made to fit its column here (strings cut to the column length, non-finite numbers
+replaced, out-of-range timestamps dropped), because the sink runs under strict SQL modes and a
+row the server rejects would be offered again and again.
+
+``results``
+    one row per result with every field of :class:`~cyclone_core.Result`; metrics, payload
+    and attempt history as JSON.
+``ost_perf``
+    the Cyclone 2.x OST performance table, filled from the metrics of the ``lustre-ost-io``
+    task; the 2.x columns keep their names and meaning so existing dashboards keep working.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import attrs
+
+from cyclone_core import Metric, Result
+
+__all__ = ("LAYOUTS", "OST_IO_TASK", "OST_METRICS", "Layout")
+
+# Longest task id the unique key holds; engine ids ("<run id>-<sequence>") are far shorter.
+TASK_ID_CHARS = 255
+_NAME_CHARS = 255
+# TEXT holds 65,535 bytes; utf8mb4 needs up to 4 bytes a character.
+_TEXT_CHARS = 16_383
+_BIGINT_MAX = 2**63 - 1
+_INT_MAX = 2**31 - 1
+
+#: The task type whose results the ``ost_perf`` layout stores.
+OST_IO_TASK = "lustre-ost-io"
+#: Metric name -> what it is, for the metrics the ``ost_perf`` layout reads.
+OST_METRICS = {
+    "lustre_ost_write_bytes_per_second": "write throughput",
+    "lustre_ost_read_bytes_per_second": "read throughput",
+    "lustre_ost_write_seconds": "write duration",
+    "lustre_ost_read_seconds": "read duration",
+    "lustre_ost_probe_bytes": "bytes written and read",
+}
+_OST_NAME = re.compile(r"OST[0-9a-fA-F]{4,}")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+_TABLE_OPTIONS = "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci"
+# task_id compares byte for byte: a case-insensitive collation would make two distinct ids
+# one key, and the second result would be dropped as a "duplicate".
+_TASK_ID_COLUMN = f"task_id VARCHAR({TASK_ID_CHARS}) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL"
+
+
+@attrs.frozen
+class Layout:
+    """One table layout.
+
+    :param name: the ``layout`` option value.
+    :param columns: the columns :attr:`to_row` fills, in order.
+    :param definition: column and key definitions, the body of ``CREATE TABLE``.
+    :param to_row: a result -> its row, or ``None`` when the result does not belong in this
+        table.
+    """
+
+    name: str
+    columns: tuple[str, ...]
+    definition: str
+    to_row: Callable[[Result], tuple[Any, ...] | None]
+
+    def create_sql(self, table: str) -> str:
+        """``CREATE TABLE IF NOT EXISTS`` for ``table`` (a validated identifier)."""
+        return f"CREATE TABLE IF NOT EXISTS `{table}` (\n{self.definition}\n) {_TABLE_OPTIONS}"
+
+    def insert_sql(self, table: str) -> str:
+        """The parameterised insert that skips rows whose task_id is already stored.
+
+        ``ON DUPLICATE KEY UPDATE task_id = task_id`` rather than ``INSERT IGNORE``: IGNORE also
+        turns every other error (a value too long, a bad date) into a warning and stores a
+        mangled row, while this form only ever skips the duplicate.  The statement matches
+        mysqlclient's ``RE_INSERT_VALUES``, so ``executemany`` sends multi-row INSERTs.
+        """
+        columns = ", ".join(self.columns)
+        marks = ", ".join(["%s"] * len(self.columns))
+        insert = f"INSERT INTO `{table}` ({columns}) VALUES ({marks})"  # noqa: S608  (placeholders only)
+        return f"{insert} ON DUPLICATE KEY UPDATE task_id = task_id"
+
+    def rows(self, results: Iterable[Result]) -> list[tuple[Any, ...]]:
+        """The rows of the results that belong in this table."""
+        return [row for result in results if (row := self.to_row(result)) is not None]
+
+
+# -- value helpers -------------------------------------------------------------------------
+
+
+def _text(value: str | None, limit: int) -> str | None:
+    """``value`` cut to ``limit`` characters and made encodable as UTF-8.
+
+    Lone surrogates (an undecodable file name in an error text) cannot be sent to the server;
+    they become U+FFFD.
+    """
+    if value is None:
+        return None
+    if len(value) > limit:
+        value = value[:limit]
+    if not value.isascii():  # the cheap test first: rows are built on the sink's hot path
+        value = _SURROGATE.sub("\ufffd", value)
+    return value
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _clamp(value: float | None, low: int, high: int, missing: int) -> int:
+    if value is None or not math.isfinite(value):
+        return missing
+    return max(low, min(high, round(value)))
+
+
+def _utc(epoch: float | None) -> str | None:
+    """Epoch seconds -> ``YYYY-MM-DD hh:mm:ss.ffffff`` in UTC (the session time zone); 0 or
+    None -> None.  A string, not a datetime: mysqlclient quotes a string several times faster."""
+    if not epoch or not math.isfinite(epoch):
+        return None
+    try:
+        return datetime.fromtimestamp(epoch, UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def _json_number(value: float) -> float | str:
+    # JSON has no NaN or infinity; keep them as the strings Prometheus uses.
+    if math.isfinite(value):
+        return value
+    return "NaN" if math.isnan(value) else ("+Inf" if value > 0 else "-Inf")
+
+
+def _json_safe(data: Any) -> Any:
+    if isinstance(data, float):
+        return _json_number(data)
+    if isinstance(data, Mapping):
+        return {str(k): _json_safe(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [_json_safe(v) for v in data]
+    return data
+
+
+def _json(data: Any) -> str:
+    try:
+        text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=str)
+    except ValueError:  # NaN or infinity somewhere in a payload
+        text = json.dumps(_json_safe(data), ensure_ascii=False, separators=(",", ":"), default=str)
+    return _text(text, len(text)) or ""
+
+
+def _metric_json(metric: Metric) -> dict[str, Any]:
+    return {
+        "name": metric.name,
+        "value": _json_number(metric.value),
+        "unit": metric.unit,
+        "labels": metric.labels,
+        "timestamp": metric.timestamp,
+        "kind": str(metric.kind),
+    }
+
+
+def _task_id(result: Result) -> str:
+    if len(result.task_id) > TASK_ID_CHARS:
+        raise ValueError(f"task id {result.task_id[:40]!r}... is longer than {TASK_ID_CHARS} characters")
+    return _text(result.task_id, TASK_ID_CHARS) or ""
+
+
+# -- the generic results table -------------------------------------------------------------
+
+_RESULTS_DEFINITION = f"""\
+  id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
+  {_TASK_ID_COLUMN},
+  task_type VARCHAR({_NAME_CHARS}) NOT NULL,
+  task_key VARCHAR({_NAME_CHARS}) NULL,
+  status VARCHAR(16) NOT NULL,
+  attempt INT UNSIGNED NOT NULL,
+  started_at DATETIME(6) NULL COMMENT 'UTC',
+  duration DOUBLE NULL COMMENT 'seconds',
+  error TEXT NULL,
+  controller VARCHAR({_NAME_CHARS}) NULL,
+  metrics JSON NOT NULL,
+  payload JSON NULL,
+  history JSON NULL,
+  inserted_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) COMMENT 'UTC',
+  PRIMARY KEY (id),
+  UNIQUE KEY task_id (task_id),
+  KEY started_at (started_at)"""
+
+
+def _results_row(result: Result) -> tuple[Any, ...]:
+    history = [
+        {
+            "attempt": a.attempt,
+            "status": str(a.status),
+            "error": a.error,
+            "controller": a.controller,
+            "finished_at": a.finished_at,
+        }
+        for a in result.history
+    ]
+    return (
+        _task_id(result),
+        _text(result.task_type, _NAME_CHARS),
+        _text(result.key, _NAME_CHARS),
+        str(result.status),
+        max(0, result.attempt),
+        _utc(result.started_at),
+        _finite(result.duration),
+        _text(result.error, _TEXT_CHARS),
+        _text(result.controller, _NAME_CHARS),
+        _json([_metric_json(m) for m in result.metrics]),
+        None if result.payload is None else _json(result.payload),
+        _json(history) if history else None,
+    )
+
+
+RESULTS = Layout(
+    name="results",
+    columns=(
+        "task_id",
+        "task_type",
+        "task_key",
+        "status",
+        "attempt",
+        "started_at",
+        "duration",
+        "error",
+        "controller",
+        "metrics",
+        "payload",
+        "history",
+    ),
+    definition=_RESULTS_DEFINITION,
+    to_row=_results_row,
+)
+
+
+# -- the Cyclone 2.x OST performance table -------------------------------------------------
+
+# 2.x columns first, unchanged in name and meaning (throughput -1 and whole seconds); then
+# what 2.x lacked: sub-second durations, file system, status and error, and the task id that
+# makes re-delivery harmless.  Timestamps are DATETIME(6) in UTC with no zero defaults.
+_OST_PERF_DEFINITION = f"""\
+  id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
+  read_timestamp DATETIME(6) NULL COMMENT 'UTC',
+  write_timestamp DATETIME(6) NULL COMMENT 'UTC',
+  ost VARCHAR(16) NULL,
+  size BIGINT UNSIGNED NOT NULL DEFAULT 0 COMMENT 'bytes',
+  read_throughput BIGINT NOT NULL DEFAULT -1 COMMENT 'bytes/s, -1: not measured',
+  write_throughput BIGINT NOT NULL DEFAULT -1 COMMENT 'bytes/s, -1: not measured',
+  read_duration INT NOT NULL DEFAULT -1 COMMENT 'whole seconds, -1: not measured',
+  write_duration INT NOT NULL DEFAULT -1 COMMENT 'whole seconds, -1: not measured',
+  read_seconds DOUBLE NULL,
+  write_seconds DOUBLE NULL,
+  fs VARCHAR(64) NULL,
+  status VARCHAR(16) NOT NULL DEFAULT 'ok',
+  error TEXT NULL,
+  {_TASK_ID_COLUMN},
+  PRIMARY KEY (id),
+  UNIQUE KEY task_id (task_id),
+  KEY ost_write_timestamp (ost, write_timestamp)"""
+
+
+def _ost_name(value: object) -> str | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"OST{value:04x}"  # Lustre names OSTs by hex index: 10 is OST000a
+    if isinstance(value, str) and value:
+        return _text(value, 16)
+    return None
+
+
+def _ost_perf_row(result: Result) -> tuple[Any, ...] | None:
+    found = {m.name: m for m in result.metrics if m.name in OST_METRICS}
+    if not found and result.task_type != OST_IO_TASK:
+        return None  # another task type's result: not an OST probe
+    # Where the OST comes from: the metrics' labels; for a probe that measured nothing (an
+    # inactive OST) the payload's "ost"/"fs", else an OST name in the task key.
+    labels: Mapping[str, Any] = next(iter(found.values())).labels if found else (result.payload or {})
+    ost = _ost_name(labels.get("ost"))
+    if ost is None and result.key and (match := _OST_NAME.search(result.key)):
+        ost = match.group()
+    fs = labels.get("fs")
+    ended = result.started_at + result.duration if result.started_at else None
+
+    def value(name: str) -> float | None:
+        metric = found.get(name)
+        return None if metric is None else metric.value
+
+    def stamp(*names: str) -> str | None:
+        for name in names:
+            if name in found and found[name].timestamp is not None:
+                return _utc(found[name].timestamp)
+        return _utc(ended)
+
+    read_seconds, write_seconds = value("lustre_ost_read_seconds"), value("lustre_ost_write_seconds")
+    return (
+        stamp("lustre_ost_read_bytes_per_second", "lustre_ost_read_seconds"),
+        stamp("lustre_ost_write_bytes_per_second", "lustre_ost_write_seconds"),
+        ost,
+        _clamp(value("lustre_ost_probe_bytes"), 0, _BIGINT_MAX, 0),
+        _clamp(value("lustre_ost_read_bytes_per_second"), -1, _BIGINT_MAX, -1),
+        _clamp(value("lustre_ost_write_bytes_per_second"), -1, _BIGINT_MAX, -1),
+        _clamp(read_seconds, -1, _INT_MAX, -1),
+        _clamp(write_seconds, -1, _INT_MAX, -1),
+        _finite(read_seconds),
+        _finite(write_seconds),
+        _text(fs, 64) if isinstance(fs, str) else None,
+        str(result.status),
+        _text(result.error, _TEXT_CHARS),
+        _task_id(result),
+    )
+
+
+OST_PERF = Layout(
+    name="ost_perf",
+    columns=(
+        "read_timestamp",
+        "write_timestamp",
+        "ost",
+        "size",
+        "read_throughput",
+        "write_throughput",
+        "read_duration",
+        "write_duration",
+        "read_seconds",
+        "write_seconds",
+        "fs",
+        "status",
+        "error",
+        "task_id",
+    ),
+    definition=_OST_PERF_DEFINITION,
+    to_row=_ost_perf_row,
+)
+
+#: Layouts by name.
+LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (RESULTS, OST_PERF)}

@@ -1,0 +1,276 @@
+"""The ``mysql`` result sink: idempotent multi-row inserts into MySQL or MariaDB.
+
+The master's delivery thread calls :meth:`MySQLSink.write` with batches of results.  Each batch
+becomes parameterised multi-row ``INSERT ... ON DUPLICATE KEY UPDATE`` statements committed
+as one transaction, so a batch is stored completely or not at all, and a batch delivered again
+(after a failure or a master restart) adds nothing: the table has a unique key on task_id.
+A connection that was killed or lost is opened again once and the batch re-sent; if that
+fails too, :meth:`~MySQLSink.write` raises and the master offers the batch again later.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import attrs
+import MySQLdb
+
+from cyclone_core import ConfigError, CycloneError, Result, ResultSink
+from cyclone_mysql_sink.layouts import LAYOUTS, Layout
+
+__all__ = ("MySQLSink",)
+
+log = logging.getLogger("cyclone.sink.mysql")
+
+# Error codes that mean "the connection is gone": reconnect and send the batch again.
+_CONNECTION_LOST = frozenset(
+    {
+        1053,  # ER_SERVER_SHUTDOWN: the server is shutting down
+        1927,  # ER_CONNECTION_KILLED (MariaDB)
+        2002,  # CR_CONNECTION_ERROR: cannot connect (refused, no socket)
+        2003,  # CR_CONN_HOST_ERROR: cannot connect to the host
+        2006,  # CR_SERVER_GONE_ERROR
+        2013,  # CR_SERVER_LOST: lost during a query
+        2055,  # CR_SERVER_LOST_EXTENDED
+        4031,  # ER_CLIENT_INTERACTION_TIMEOUT (MySQL 8)
+    }
+)
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_SQL_MODE = re.compile(r"[A-Za-z_,]*")
+# Statements of up to 1 MiB: fewer round trips than mysqlclient's 64 KiB default, far below
+# the servers' max_allowed_packet (16 MiB by default in MariaDB, 64 MiB in MySQL 8).
+_MAX_STATEMENT_BYTES = 1 << 20
+
+
+def _identifier(_: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if not _IDENTIFIER.fullmatch(value):
+        raise ValueError(
+            f"{attribute.name}: {value!r} is not a table name (up to 64 letters, digits and _, no leading digit)"
+        )
+
+
+def _layout(_: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if value not in LAYOUTS:
+        raise ValueError(f"{attribute.name}: {value!r} is not a layout (known: {', '.join(LAYOUTS)})")
+
+
+def _sql_mode(_: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if not _SQL_MODE.fullmatch(value):
+        raise ValueError(
+            f"{attribute.name}: {value!r} is not a list of SQL modes such as 'STRICT_ALL_TABLES,NO_ZERO_DATE'"
+        )
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+@attrs.define(kw_only=True)
+class MySQLSink(ResultSink):
+    """Store results in a MySQL or MariaDB table (``layout`` ``results`` or ``ost_perf``).
+
+    The password comes from ``password``, else from the file ``password_file``, else from the
+    environment variable named by ``password_env``; it is never logged or shown in an error.
+    """
+
+    name: ClassVar[str] = "mysql"
+
+    #: Server host name or address.
+    host: str = "127.0.0.1"
+    port: int = attrs.field(default=3306, validator=[attrs.validators.ge(1), attrs.validators.le(65535)])
+    user: str = "cyclone"
+    password: str = attrs.field(default="", repr=False)
+    #: A file holding the password (a trailing newline is ignored); read at each connect.
+    password_file: str = ""
+    #: Environment variable holding the password, used when neither of the above is set.
+    password_env: str = "CYCLONE_MYSQL_PASSWORD"  # noqa: S105  (a variable name, not a password)
+    database: str = "cyclone"
+    table: str = attrs.field(default="cyclone_results", validator=_identifier)
+    #: ``results`` (every field of a result) or ``ost_perf`` (the Cyclone 2.x OST table).
+    layout: str = attrs.field(default="results", validator=_layout)
+    #: Create the table when the sink opens, if it does not exist.
+    create_table: bool = True
+    #: SQL mode of the sink's sessions; empty keeps the server's default.
+    sql_mode: str = attrs.field(default="", validator=_sql_mode)
+    #: Seconds to wait for a connection, and for each network read and write.
+    connect_timeout: int = attrs.field(default=10, validator=attrs.validators.gt(0))
+    read_timeout: int = attrs.field(default=60, validator=attrs.validators.gt(0))
+    write_timeout: int = attrs.field(default=60, validator=attrs.validators.gt(0))
+    #: Rows per batch (Cyclone 2.x ``store_max_count``) and seconds between flushes
+    #: (2.x ``store_timeout``).
+    batch_size: int = attrs.field(default=1000, validator=attrs.validators.gt(0))
+    flush_interval: float = attrs.field(default=5.0, validator=attrs.validators.ge(0))
+
+    _connection: Any = attrs.field(default=None, init=False, repr=False, eq=False)
+    # The password of the last connect, kept only to mask it should a message ever echo it.
+    _secret: str = attrs.field(default="", init=False, repr=False, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        if self.password and self.password_file:
+            raise ValueError("set password or password_file, not both")
+
+    # -- public ------------------------------------------------------------------------
+
+    @property
+    def server(self) -> str:
+        """``user@host:port/database``, the name errors and logs use (never the password)."""
+        return f"{self.user}@{self.host}:{self.port}/{self.database}"
+
+    @property
+    def schema(self) -> Layout:
+        """The table layout in use."""
+        return LAYOUTS[self.layout]
+
+    def create_table_sql(self) -> str:
+        """The ``CREATE TABLE IF NOT EXISTS`` statement of the configured table and layout."""
+        return self.schema.create_sql(self.table)
+
+    def open(self) -> None:
+        """Connect, create the table if asked to, and check that it has the layout's columns."""
+        self._connect()
+        if self.create_table:
+            self._send("create table", lambda cursor: cursor.execute(self.create_table_sql()))
+        self._check_table()
+
+    def write(self, results: Sequence[Result]) -> None:
+        """Insert the rows of ``results`` in one transaction; rows already stored are skipped."""
+        try:
+            rows = self.schema.rows(results)
+        except ValueError as exc:
+            raise CycloneError(f"mysql {self.server}: cannot store a result in {self.table}: {exc}") from exc
+        if not rows:
+            return
+        insert = self.schema.insert_sql(self.table)
+
+        def send(cursor: Any) -> None:
+            cursor.max_stmt_length = _MAX_STATEMENT_BYTES
+            cursor.executemany(insert, rows)
+
+        self._send(f"insert of {len(rows)} rows into {self.table}", send)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._disconnect()
+
+    # -- connection handling -----------------------------------------------------------
+
+    def _password(self) -> str:
+        if self.password:
+            return self.password
+        if self.password_file:
+            try:
+                return Path(self.password_file).read_text(encoding="utf-8").rstrip("\r\n")
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = getattr(exc, "strerror", None) or str(exc)
+                raise ConfigError(f"sink 'mysql': password_file {self.password_file}: cannot read: {reason}") from None
+        return os.environ.get(self.password_env, "") if self.password_env else ""
+
+    def _connect(self) -> None:
+        self._disconnect()
+        # UTC sessions: DATETIME columns and CURRENT_TIMESTAMP hold UTC whatever the server's
+        # time zone.  The SQL mode is validated to letters, "_" and ",".
+        init = "SET time_zone = '+00:00'" + (f", sql_mode = '{self.sql_mode}'" if self.sql_mode else "")
+        self._secret = self._password()
+        try:
+            self._connection = MySQLdb.connect(
+                host=self.host,
+                port=self.port,
+                user=self.user,
+                password=self._secret,
+                database=self.database,
+                charset="utf8mb4",
+                autocommit=False,
+                init_command=init,
+                connect_timeout=self.connect_timeout,
+                read_timeout=self.read_timeout,
+                write_timeout=self.write_timeout,
+            )
+        except MySQLdb.Error as exc:
+            raise self._error("connect", exc) from exc
+
+    def _disconnect(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(MySQLdb.Error):  # already gone: nothing left to release
+                connection.close()
+
+    def _send(self, what: str, statements: Callable[[Any], None]) -> None:
+        """Run ``statements`` on a cursor and commit; on a lost connection reconnect once and
+        run them again.  Anything not committed is rolled back, so a retry starts clean."""
+        if self._connection is None:
+            self._connect()
+        try:
+            self._run(statements)
+            return
+        except MySQLdb.Error as exc:
+            if not self._lost(exc):
+                self._rollback()
+                raise self._error(what, exc) from exc
+            log.info("mysql %s: connection lost (%s); reconnecting", self.server, _one_line(str(exc)))
+        # The first try never reached a commit the client saw: send the whole batch again.
+        # Rows the server did commit before the connection dropped are skipped by the unique key.
+        self._connect()
+        try:
+            self._run(statements)
+        except MySQLdb.Error as exc:
+            self._rollback()
+            raise self._error(what, exc) from exc
+
+    def _run(self, statements: Callable[[Any], None]) -> None:
+        cursor = self._connection.cursor()
+        try:
+            statements(cursor)
+        finally:
+            cursor.close()
+        self._connection.commit()
+
+    @staticmethod
+    def _lost(exc: MySQLdb.Error) -> bool:
+        if isinstance(exc, MySQLdb.InterfaceError):  # the client already closed the connection
+            return True
+        return isinstance(exc, MySQLdb.OperationalError) and bool(exc.args) and exc.args[0] in _CONNECTION_LOST
+
+    def _rollback(self) -> None:
+        if self._connection is None:
+            return
+        try:
+            self._connection.rollback()
+        except MySQLdb.Error:
+            self._disconnect()  # a broken connection: the next batch opens a new one
+
+    def _check_table(self) -> None:
+        found: set[str] = set()
+
+        def columns(cursor: Any) -> None:
+            cursor.execute(
+                "SELECT column_name FROM information_schema.columns"
+                " WHERE table_schema = DATABASE() AND table_name = %s",
+                (self.table,),
+            )
+            found.update(row[0].lower() for row in cursor.fetchall())
+
+        self._send(f"reading the columns of {self.table}", columns)
+        if not found:
+            raise CycloneError(
+                f"mysql {self.server}: table {self.table} does not exist "
+                "(set create_table = true, or run 'cyclone mysql create-table')"
+            )
+        missing = [column for column in self.schema.columns if column not in found]
+        if missing:
+            raise CycloneError(
+                f"mysql {self.server}: table {self.table} lacks column(s) {', '.join(missing)} of layout "
+                f"'{self.layout}' (see 'cyclone mysql create-table --print')"
+            )
+
+    def _error(self, what: str, exc: MySQLdb.Error) -> CycloneError:
+        code, message = (exc.args[0], str(exc.args[1])) if len(exc.args) == 2 else ("?", str(exc))
+        text = _one_line(f"mysql {self.server}: {what} failed: ({code}) {message}")
+        if self._secret:  # servers do not echo it; masked all the same
+            text = text.replace(self._secret, "***")
+        return CycloneError(text)
