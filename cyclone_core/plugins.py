@@ -147,6 +147,10 @@ class Plugins:
     def _build(self) -> dict[str, dict[str, Any]]:
         if self._registries is None:
             self._conflicts = {}
+            for info in self._infos.values():
+                info.task_types, info.generators, info.sinks = [], [], []
+                if info.status == "conflict":
+                    info.status, info.error = "ok", None
             self._registries = {kind: self._collect(kind) for kind in _KINDS}
         return self._registries
 

@@ -1,12 +1,35 @@
-"""Pytest fixtures for Cyclone plugin authors (loaded automatically through ``pytest11``)."""
+"""Pytest fixtures and helpers for Cyclone plugin authors.
+
+Loaded automatically through the ``pytest11`` entry point, so a plugin's tests can use the
+fixtures without importing anything::
+
+    def test_my_probe(tmp_path):
+        result = run_task(MyProbe(path=str(tmp_path)))  # from cyclone_core.testing import run_task
+        assert result.status is Status.OK, result.error
+
+    def test_with_an_extra_plugin(cyclone_register_plugin):
+        cyclone_register_plugin(MyTestPlugin(), name="my-test-plugin")
+        ...
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar, cast
 
+import attrs
 import pytest
 
-from cyclone_core.plugins import Plugins, get_plugins
+from cyclone_core.convert import structure, unstructure
+from cyclone_core.engine.protocol import Dispatch, Results, TaskEnvelope, decode, encode
+from cyclone_core.errors import ConfigError
+from cyclone_core.model import Outcome, Result, Status, Task, TaskContext, TaskSpec
+from cyclone_core.plugins import PluginInfo, Plugins, get_plugins
+
+__all__ = ("cyclone_plugins", "cyclone_register_plugin", "run_task")
 
 
 @pytest.fixture
@@ -18,3 +41,121 @@ def cyclone_plugins() -> Iterator[Plugins]:
     for info in plugins.infos():
         if info.name not in before:
             plugins.unregister(info.name)
+
+
+@pytest.fixture
+def cyclone_register_plugin(cyclone_plugins: Plugins) -> Callable[..., PluginInfo]:
+    """Register a plugin object (a module, class instance or namespace with ``@hookimpl``
+    functions) for the duration of one test; returns its ``cyclone plugins list`` entry::
+
+        info = cyclone_register_plugin(MyPlugin(), name="my-plugin")
+        assert info.status == "ok", info.error
+    """
+
+    def register(plugin: object, name: str | None = None) -> PluginInfo:
+        return cyclone_plugins.register(plugin, name=name)
+
+    return register
+
+
+def run_task(task: Task | TaskSpec, timeout: float | None = None) -> Result:
+    """Run ``task`` in this process the way a worker runs it, and return its :class:`Result`.
+
+    Like a dispatched task it travels as plain data: it is turned into a wire message and back
+    and rebuilt as its *registered* task type, so a task whose plugin is not installed, or
+    whose fields do not survive the wire, fails here as it would in a run.  ``execute`` gets a
+    :class:`TaskContext`; the result has the status (``ok``, ``failed``, or ``timeout`` once
+    ``timeout`` seconds have passed), the error line, metrics, payload and duration, and it too
+    makes the round trip through the wire format.
+
+    A task that outlives its timeout keeps running in a background thread (a worker process
+    would be killed); a task that kills its own process kills the test process.
+
+    :param task: the task, or a spec whose key and timeout are used.
+    :param timeout: seconds the task may run; default: the spec's, else unlimited.
+    """
+    spec = task if isinstance(task, TaskSpec) else TaskSpec(task=task)
+    timeout = spec.timeout if timeout is None else timeout
+    type_name = type(spec.task).name
+    try:
+        cls = get_plugins().task_type(type_name)
+    except ConfigError as exc:
+        raise ConfigError(
+            f"{exc}: install the plugin that provides it (pip install -e .) or register it with cyclone_register_plugin"
+        ) from None
+    task_id = f"test-{uuid.uuid4().hex[:12]}"
+    envelope = TaskEnvelope(id=task_id, type=type_name, args=unstructure(spec.task), timeout=timeout, key=spec.key)
+    (received,) = _round_trip(Dispatch(tasks=[envelope])).tasks
+    ctx = TaskContext(task_id=task_id, attempt=1, timeout=timeout)
+
+    started_at, start = time.time(), time.monotonic()
+    status: Status
+    error: str | None
+    outcome: Outcome | None
+    try:
+        instance = structure(received.args, cls, where=f"arguments of task type '{type_name}'")
+    except ConfigError as exc:  # fields that do not survive the wire: the worker fails the task
+        status, error, outcome = Status.FAILED, str(exc), None
+    else:
+        status, error, outcome = _execute(instance, ctx, timeout)
+    result = Result(
+        task_id=task_id,
+        task_type=type_name,
+        status=status,
+        key=spec.key,
+        started_at=started_at,
+        duration=time.monotonic() - start,
+        error=error,
+        metrics=list(outcome.metrics) if outcome else [],
+        payload=outcome.payload if outcome else None,
+        controller="in-process",
+    )
+    try:
+        (sent,) = _round_trip(Results(results=[result])).results
+    except (TypeError, ValueError) as exc:  # msgpack refuses what is not plain data
+        problem = f"the task's result is not plain data: {exc}"
+        return attrs.evolve(result, status=Status.FAILED, error=problem, metrics=[], payload=None)
+    return sent
+
+
+_Message = TypeVar("_Message", Dispatch, Results)
+
+
+def _round_trip(message: _Message) -> _Message:
+    """``message`` as the other end of the wire decodes it."""
+    return cast(_Message, decode(encode(message)))
+
+
+def _execute(task: Task, ctx: TaskContext, timeout: float | None) -> tuple[Status, str | None, Outcome | None]:
+    """Run ``task.execute`` in a thread so that a timeout can end the wait."""
+    done: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            done["value"] = task.execute(ctx)
+        except BaseException as exc:  # reported as the task's outcome, as a worker does
+            done["exception"] = exc
+
+    thread = threading.Thread(target=target, name=f"cyclone-task-{ctx.task_id}", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        return Status.TIMEOUT, f"timed out after {timeout:g} s", None
+    if "exception" in done:
+        exc = done["exception"]
+        # A worker process ends on SystemExit and the like: the controller reports a crash.
+        status = Status.FAILED if isinstance(exc, Exception) else Status.CRASHED
+        text = " ".join(str(exc).split())  # one line, as the worker reports it
+        return status, f"{type(exc).__name__}: {text}" if text else type(exc).__name__, None
+    value = done.get("value")
+    if value is None:
+        return Status.OK, None, None
+    if not isinstance(value, Outcome):
+        return Status.FAILED, f"execute() returned {type(value).__name__}, expected an Outcome or None", None
+    return value.status, value.error, value
+
+
+# -- in-process cluster --------------------------------------------------------------------
+# The ``cyclone_cluster`` fixture goes here: a master, a controller and its workers started
+# for one test, so that a plugin's tasks, generators and sinks can be tested end to end.  It
+# arrives with the engine (cyclone_core/engine/).

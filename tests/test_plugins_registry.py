@@ -56,3 +56,14 @@ def test_unknown_hook_marks_plugin_broken() -> None:
     info = plugins.register(_UnknownHookPlugin(), name="odd")
     assert info.status == "broken"
     assert "cyclone_no_such_hook" in (info.error or "")
+
+
+def test_unregistering_a_conflicting_plugin_clears_the_conflict() -> None:
+    plugins = Plugins()
+    plugins.load_entry_points()
+    plugins.register(_DupPlugin(), name="dup")
+    assert {i.name: i.status for i in plugins.infos()}["builtins"] == "conflict"
+    plugins.unregister("dup")
+    builtins = {i.name: i for i in plugins.infos()}["builtins"]
+    assert (builtins.status, builtins.task_types.count("noop")) == ("ok", 1)
+    assert plugins.task_type("noop").name == "noop"

@@ -8,11 +8,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from cyclone_core.builtins.generators import BenchmarkGenerator, TasksFileGenerator
+from cyclone_core.builtins.sinks import JsonlSink, SqliteSink
 from cyclone_core.builtins.tasks import CrashTask, FailTask, HangTask, NoopTask, SleepTask
 from cyclone_core.hookspecs import hookimpl
-from cyclone_core.model import Task
+from cyclone_core.model import ResultSink, Task, TaskGenerator
 
 
 @hookimpl
 def cyclone_task_types() -> Sequence[type[Task]]:
     return [NoopTask, SleepTask, FailTask, CrashTask, HangTask]
+
+
+@hookimpl
+def cyclone_generators() -> Sequence[type[TaskGenerator]]:
+    return [BenchmarkGenerator, TasksFileGenerator]
+
+
+@hookimpl
+def cyclone_sinks() -> Sequence[type[ResultSink]]:
+    return [SqliteSink, JsonlSink]

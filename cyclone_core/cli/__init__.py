@@ -1,21 +1,28 @@
 """The ``cyclone`` command line.
 
-Each group of commands lives in its own module and is added to :data:`app` here; plugins add
-theirs through the ``cyclone_commands`` hook.  :func:`main` turns :class:`CycloneError` into one
-line on stderr and the error's exit code (tracebacks only with ``--debug``).
+Each group of commands lives in its own module and registers itself on :data:`app` when
+imported; plugins add theirs through the ``cyclone_commands`` hook.  :func:`main` turns every
+user error (:class:`CycloneError`, a bad option) into one ``error: ...`` line on stderr and an
+exit code: 0 ok, 1 failure, 2 usage or configuration error.  ``--debug`` shows tracebacks.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 import logging
 import os
 import sys
+import traceback
+from typing import Annotated
 
 import typer
 
+from cyclone_core import __version__
 from cyclone_core.errors import CycloneError
+from cyclone_core.plugins import get_plugins
 
-__all__ = ("app", "main")
+__all__ = ("app", "load_commands", "main")
 
 app = typer.Typer(
     name="cyclone",
@@ -25,23 +32,30 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+#: Modules under cyclone_core.cli that add the core's commands to :data:`app`.
+CORE_COMMAND_MODULES = ("plugins_cmd", "scaffold_cmd", "engine_cmds")
+
+# click's UsageError (bad option, unknown command): typer re-exports only its subclass
+# BadParameter, and newer typer versions vendor click, so take the class from there.
+_UsageError: type[Exception] = typer.BadParameter.__mro__[1]
+
 
 def _version(value: bool) -> None:
     if value:
-        from cyclone_core import __version__
-
         typer.echo(f"cyclone {__version__}")
         raise typer.Exit
 
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
-    debug: bool = typer.Option(False, "--debug", help="Log debug output and show tracebacks."),
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Log debug output and show tracebacks.")] = False,
 ) -> None:
     """Run many small tasks across an HPC cluster."""
     if debug:
-        os.environ["CYCLONE_DEBUG"] = "1"
+        os.environ["CYCLONE_DEBUG"] = "1"  # child processes (workers) inherit it
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -49,25 +63,38 @@ def _root(
     )
 
 
-def _add_commands() -> None:
-    from cyclone_core.cli import plugins_cmd  # noqa: F401  (registers its commands on import)
-    from cyclone_core.plugins import get_plugins
+@functools.cache
+def load_commands() -> None:
+    """Add the core's command groups and every plugin's commands to :data:`app` (once).
 
-    try:
-        get_plugins().add_commands(app)
-    except CycloneError as exc:  # strict plugin mode
-        typer.echo(f"error: {exc}", err=True)
-        raise SystemExit(exc.exit_code) from exc
+    With ``CYCLONE_STRICT_PLUGINS=1`` a broken plugin raises :class:`PluginError` here, so
+    every command fails with the same message.
+    """
+    for module in CORE_COMMAND_MODULES:
+        importlib.import_module(f"{__name__}.{module}")
+    get_plugins().add_commands(app)
 
 
 def main() -> None:
     """Entry point of the ``cyclone`` console script."""
-    debug = "--debug" in sys.argv or os.environ.get("CYCLONE_DEBUG") == "1"
-    _add_commands()
+    debug = "--debug" in sys.argv[1:] or os.environ.get("CYCLONE_DEBUG") == "1"
     try:
-        app(standalone_mode=True)
+        load_commands()
+        code = app(standalone_mode=False)
+    except _UsageError as exc:
+        message = exc.format_message().rstrip(".")  # type: ignore[attr-defined]
+        if message:  # empty when no arguments were given and the help was shown instead
+            context = exc.ctx  # type: ignore[attr-defined]
+            command = context.command_path if context is not None else "cyclone"
+            typer.echo(f"error: {message} (see '{command} --help')", err=True)
+        raise SystemExit(2) from None
+    except typer.Abort:
+        typer.echo("error: aborted", err=True)
+        raise SystemExit(1) from None
     except CycloneError as exc:
         if debug:
-            raise
-        typer.echo(f"error: {exc}", err=True)
+            traceback.print_exc()
+        else:
+            typer.echo(f"error: {exc}", err=True)
         raise SystemExit(exc.exit_code) from None
+    raise SystemExit(code if isinstance(code, int) else 0)

@@ -1,0 +1,166 @@
+"""The fixtures and helpers plugin authors test with (cyclone_core.testing)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import attrs
+import pytest
+
+from cyclone_core import ConfigError, Metric, Outcome, Status, Task, TaskContext, TaskSpec, hookimpl
+from cyclone_core.builtins.tasks import FailTask, NoopTask, SleepTask
+from cyclone_core.plugins import PluginInfo
+from cyclone_core.testing import run_task
+
+
+@attrs.define(kw_only=True)
+class MeasureTask(Task):
+    name: ClassVar[str] = "test-measure"
+    value: float = 1.0
+    report: str = "outcome"
+
+    def execute(self, ctx: TaskContext) -> Any:
+        if self.report == "failed":
+            return Outcome(status=Status.FAILED, error="misplaced object")
+        if self.report == "wrong":
+            return 42
+        if self.report == "unsendable":
+            return Outcome(payload={"values": {1, 2}})
+        if self.report == "exit":
+            raise SystemExit(3)
+        return Outcome(
+            metrics=[Metric("test_value", self.value, labels={"task": ctx.task_id})],
+            payload={"attempt": ctx.attempt, "timeout": ctx.timeout},
+        )
+
+
+class MeasurePlugin:
+    @hookimpl
+    def cyclone_task_types(self) -> Sequence[type[Task]]:
+        return [MeasureTask]
+
+
+@pytest.fixture
+def measure_plugin(cyclone_register_plugin: Callable[..., PluginInfo]) -> None:
+    info = cyclone_register_plugin(MeasurePlugin(), name="test-measure-plugin")
+    assert info.status == "ok", info.error
+
+
+def test_a_task_that_succeeds() -> None:
+    result = run_task(NoopTask())
+    assert result.status is Status.OK
+    assert result.task_type == "noop"
+    assert result.task_id.startswith("test-")
+    assert result.error is None
+    assert result.attempt == 1
+    assert result.started_at > 0
+    assert result.duration >= 0
+
+
+def test_a_task_that_raises_fails_with_the_exception_as_error() -> None:
+    result = run_task(FailTask(message="boom"))
+    assert result.status is Status.FAILED
+    assert result.error == "RuntimeError: boom"
+
+
+def test_a_task_past_its_timeout_times_out() -> None:
+    result = run_task(SleepTask(seconds=2), timeout=0.1)
+    assert result.status is Status.TIMEOUT
+    assert result.error == "timed out after 0.1 s"
+    assert 0.1 <= result.duration < 2
+
+
+def test_a_spec_gives_key_and_timeout() -> None:
+    result = run_task(TaskSpec(task=SleepTask(seconds=2), key="slow", timeout=0.1))
+    assert result.key == "slow"
+    assert result.status is Status.TIMEOUT
+
+
+@pytest.mark.usefixtures("measure_plugin")
+def test_metrics_and_payload_reach_the_result() -> None:
+    result = run_task(MeasureTask(value=2.5), timeout=30)
+    assert result.status is Status.OK, result.error
+    assert result.metrics == [Metric("test_value", 2.5, labels={"task": result.task_id})]
+    assert result.payload == {"attempt": 1, "timeout": 30}
+
+
+@pytest.mark.usefixtures("measure_plugin")
+@pytest.mark.parametrize(
+    ("report", "status", "error"),
+    [
+        ("failed", Status.FAILED, "misplaced object"),
+        ("wrong", Status.FAILED, "execute() returned int, expected an Outcome or None"),
+        ("exit", Status.CRASHED, "SystemExit: 3"),
+    ],
+)
+def test_what_a_task_reports_sets_status_and_error(report: str, status: Status, error: str) -> None:
+    result = run_task(MeasureTask(report=report))
+    assert (result.status, result.error) == (status, error)
+
+
+@pytest.mark.usefixtures("measure_plugin")
+def test_a_result_that_cannot_travel_fails_the_task() -> None:
+    result = run_task(MeasureTask(report="unsendable"))
+    assert result.status is Status.FAILED
+    assert result.error is not None
+    assert result.error.startswith("the task's result is not plain data: ")
+
+
+def test_an_unregistered_task_type_is_explained() -> None:
+    with pytest.raises(ConfigError, match=r"^unknown task type 'test-measure' .*: install the plugin that provides it"):
+        run_task(MeasureTask())
+
+
+def test_the_fixtures_are_loaded_for_plugin_tests_and_clean_up(tmp_path: Path) -> None:
+    # A plugin's own test suite, run as its author runs it: the fixtures come from the pytest11
+    # entry point, and a plugin registered in one test is gone in the next.
+    (tmp_path / "test_plugin.py").write_text(
+        textwrap.dedent(
+            """
+            from typing import ClassVar
+
+            import attrs
+
+            from cyclone_core import Status, Task, get_plugins, hookimpl
+            from cyclone_core.testing import run_task
+
+
+            @attrs.define(kw_only=True)
+            class Hello(Task):
+                name: ClassVar[str] = "test-hello"
+
+                def execute(self, ctx):
+                    return None
+
+
+            class Plugin:
+                @hookimpl
+                def cyclone_task_types(self):
+                    return [Hello]
+
+
+            def test_registered(cyclone_register_plugin):
+                assert cyclone_register_plugin(Plugin(), name="hello").status == "ok"
+                assert run_task(Hello()).status is Status.OK
+
+
+            def test_gone_again():
+                assert "test-hello" not in get_plugins().task_types()
+            """
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 passed" in done.stdout
