@@ -27,9 +27,13 @@ __all__ = ("JsonlSink", "SqliteSink")
 log = logging.getLogger("cyclone.sinks")
 
 
-def _json(value: Any) -> str:
-    # default=str: a payload value JSON cannot carry (bytes, say) must not block the sink forever.
-    return json.dumps(value, separators=(",", ":"), default=str)
+# default=str: a payload value JSON cannot carry (bytes, say) must not block the sink forever.
+# One encoder for the module: building one per call costs more than encoding a small result.
+_json = json.JSONEncoder(separators=(",", ":"), default=str).encode
+
+
+def _json_list(items: list[Any]) -> str:
+    return _json(unstructure(items)) if items else "[]"
 
 
 _COLUMNS = (
@@ -61,9 +65,9 @@ def _row(result: Result) -> tuple[Any, ...]:
         result.duration,
         result.error,
         result.controller,
-        _json(unstructure(result.metrics)),
+        _json_list(result.metrics),
         None if result.payload is None else _json(result.payload),
-        _json(unstructure(result.history)),
+        _json_list(result.history),
     )
 
 

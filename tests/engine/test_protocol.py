@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cyclone_core.engine import protocol as p
-from cyclone_core.model import Metric, Result, Status
+from cyclone_core.model import Attempt, Metric, Result, Status
 
 ids = st.text(min_size=1, max_size=20)
 plain = st.recursive(
@@ -83,3 +83,55 @@ def test_bad_frames_are_one_line_protocol_errors(frame: bytes, error: str) -> No
 def test_oversized_frame_is_refused_unparsed() -> None:
     with pytest.raises(p.ProtocolError, match="exceeds"):
         p.decode(b"\x00" * (p.MAX_FRAME_BYTES + 1))
+
+
+def test_dispatch_frames_from_records_equal_encoded_envelopes() -> None:
+    tasks = [p.TaskEnvelope("r-1", "sleep", {"seconds": 1}, 2, 5.0, "k1"), p.TaskEnvelope("r-2", "noop")]
+    assert p.decode(p.encode_dispatch(tasks)) == p.Dispatch(tasks)
+    assert p.encode_dispatch(tasks) == p.encode(p.Dispatch(tasks))
+
+
+def test_result_rows_round_trip_with_metrics_and_history() -> None:
+    result = Result(
+        "r-1",
+        "lustre-ost-io",
+        Status.QUARANTINED,
+        key="OST0007",
+        attempt=3,
+        started_at=1.5,
+        duration=2.5,
+        error="boom",
+        metrics=[Metric("write_bytes_per_second", 1e9, "B/s", {"ost": "OST0007"}, 12.0)],
+        payload={"file": "/x"},
+        controller="node01-1",
+        history=[Attempt(1, Status.CRASHED, "segfault", "node02-9", 3.0), Attempt(2, Status.TIMEOUT)],
+    )
+    assert p.result_from_row(msgpack.unpackb(msgpack.packb(p.result_to_row(result)))) == result
+
+
+def test_a_malformed_result_that_names_its_task_becomes_a_failed_result() -> None:
+    good = p.result_to_row(Result("r-1", "noop", Status.OK))
+    bad = p.result_to_row(Result("r-2", "noop", Status.OK, attempt=2, controller="c1"))
+    bad[6] = "not a duration"
+    frame = msgpack.packb({"v": p.PROTOCOL_VERSION, "t": "results", "results": [good, bad], "credit": 2})
+    message = p.decode(frame)
+    assert isinstance(message, p.Results)
+    ok, failed = message.results
+    assert ok == Result("r-1", "noop", Status.OK)
+    assert (failed.task_id, failed.status, failed.attempt, failed.controller) == ("r-2", Status.FAILED, 2, "c1")
+    assert failed.error == "malformed result: duration: expected a number, got 'not a duration'"
+
+
+@pytest.mark.parametrize(
+    ("field", "rows", "error"),
+    [
+        ("results", [["no", "task", "id"]], "results[0]: a result must be a list of 12 fields"),
+        ("results", "nope", "results: expected a list"),
+        ("tasks", [["r-1", "noop", [], 1, None, None]], "tasks[0]: args: expected a map"),
+        ("tasks", [["r-1", "noop", {}, "1", None, None]], "tasks[0]: attempt: expected a whole number"),
+    ],
+)
+def test_malformed_rows_without_a_task_are_protocol_errors(field: str, rows: object, error: str) -> None:
+    tag = "results" if field == "results" else "dispatch"
+    with pytest.raises(p.ProtocolError, match=error.replace("[", r"\[").replace("]", r"\]")):
+        p.decode(msgpack.packb({"v": p.PROTOCOL_VERSION, "t": tag, field: rows}))

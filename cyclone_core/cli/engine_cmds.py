@@ -1,0 +1,328 @@
+"""``cyclone run``, ``cyclone master``, ``cyclone controller`` and ``cyclone status``."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import logging.handlers
+import os
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any, TextIO
+
+import attrs
+import typer
+from rich.console import Console
+
+from cyclone_core.cli import app
+from cyclone_core.config import (
+    Config,
+    GeneratorSettings,
+    LogSettings,
+    apply_overrides,
+    build_generator,
+    build_sinks,
+    load_config,
+)
+from cyclone_core.engine.local import LocalControllers
+from cyclone_core.engine.master import Master
+from cyclone_core.engine.pidfile import PidFile
+from cyclone_core.engine.status import fetch_status, render_status
+from cyclone_core.errors import UsageError
+
+__all__ = ("controller", "master", "run", "status")
+
+log = logging.getLogger("cyclone.cli")
+
+_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+# Options shared by several commands.
+ConfigOption = Annotated[
+    str | None, typer.Option("--config", "-c", help="TOML file (or Cyclone 2.x INI file) with the settings.")
+]
+GeneratorOption = Annotated[
+    str | None, typer.Option("--generator", help="Registered generator to take tasks from (default: benchmark).")
+]
+GeneratorOptions = Annotated[
+    list[str] | None, typer.Option("--generator-option", "-g", help="Generator option KEY=VALUE (repeatable).")
+]
+SinkOption = Annotated[
+    list[str] | None,
+    typer.Option("--sink", help="Registered sink to deliver results to (repeatable; default: sqlite)."),
+]
+SinkOptions = Annotated[
+    list[str] | None, typer.Option("--sink-option", "-s", help="Sink option SINK.KEY=VALUE (repeatable).")
+]
+JournalOption = Annotated[
+    str | None, typer.Option("--journal", help="SQLite journal; a master restarted on it resumes the run.")
+]
+MetricsOption = Annotated[int | None, typer.Option("--metrics-port", help="Serve Prometheus metrics on this port.")]
+PidFileOption = Annotated[str | None, typer.Option("--pid-file", help="One instance per pid file.")]
+
+
+def _load(
+    path: str | None,
+    generator: str | None = None,
+    generator_options: list[str] | None = None,
+    sinks: list[str] | None = None,
+    sink_options: list[str] | None = None,
+) -> Config:
+    """The configuration file (or the defaults) with the command line's choices applied."""
+    config = load_config(path) if path else Config()
+    if generator and generator != config.generator.name:
+        config.generator = GeneratorSettings(name=generator)  # the file's options were for another one
+    if sinks:
+        config.sinks = {name: config.sinks.get(name, {}) for name in sinks}
+    return apply_overrides(config, generator_options or (), sink_options or ())
+
+
+def _debug() -> bool:
+    return os.environ.get("CYCLONE_DEBUG") == "1"
+
+
+def _configure_logging(settings: LogSettings) -> None:
+    """Log as ``[log]`` says: to its file (reopened when logrotate moves it) or stderr."""
+    root = logging.getLogger()
+    root.setLevel(logging.DEBUG if _debug() else getattr(logging, settings.level.upper()))
+    if settings.file:
+        try:
+            handler: logging.Handler = logging.handlers.WatchedFileHandler(settings.file)
+        except OSError as exc:
+            raise UsageError(f"log file {settings.file}: {exc.strerror}") from None
+        handler.setFormatter(logging.Formatter(_LOG_FORMAT))
+        for old in root.handlers[:]:
+            root.removeHandler(old)
+        root.addHandler(handler)
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: Callable[[], None], what: str) -> Iterator[None]:
+    """SIGINT and SIGTERM call ``stop`` (the first drains, a second stops at once)."""
+    count = 0
+
+    def handler(signum: int, _: object) -> None:
+        nonlocal count
+        count += 1
+        name = signal.Signals(signum).name
+        if count == 1:
+            log.warning("%s: %s is stopping gracefully (send it again to stop at once)", name, what)
+        else:
+            log.warning("%s again: %s stops now", name, what)
+        stop()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@contextlib.contextmanager
+def _pid_file(path: str) -> Iterator[None]:
+    if not path:
+        yield
+        return
+    with PidFile(path):
+        yield
+
+
+# -- cyclone run ------------------------------------------------------------------------------
+
+
+class _ProgressLine:
+    """One self-rewriting line on a terminal: done/total, a bar once the total is known, rate."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.width = 0
+
+    def __call__(self, snapshot: dict[str, Any]) -> None:
+        done = snapshot["succeeded"] + snapshot["failed"] + snapshot["quarantined"]
+        if snapshot["generator"]["exhausted"]:
+            total = snapshot["submitted"]
+            filled = int(30 * done / total) if total else 30
+            head = f"[{'#' * filled}{'.' * (30 - filled)}] {done:,}/{total:,}"
+        else:
+            head = f"{done:,} done, {snapshot['submitted']:,} submitted"
+        problems = snapshot["failed"] + snapshot["quarantined"]
+        line = f"{head}  {snapshot['tasks_per_second']:,.0f} tasks/s" + (f"  {problems:,} not ok" if problems else "")
+        self.stream.write("\r" + line.ljust(self.width))
+        self.stream.flush()
+        self.width = len(line)
+
+    def clear(self) -> None:
+        if self.width:
+            self.stream.write("\r" + " " * self.width + "\r")
+            self.stream.flush()
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    settled = summary["succeeded"] + summary["failed"] + summary["quarantined"]
+    latency = ""
+    if summary["latency_ms_p50"] is not None:
+        latency = f"; round trip p50 {summary['latency_ms_p50']:.2f} ms, p99 {summary['latency_ms_p99']:.2f} ms"
+    typer.echo(
+        f"run {summary['run_id']}: {settled:,} tasks in {summary['duration_s']:.2f} s "
+        f"({summary['tasks_per_second']:,.0f} tasks/s){latency}"
+    )
+    typer.echo(
+        f"  {summary['succeeded']:,} succeeded, {summary['failed']:,} failed, "
+        f"{summary['quarantined']:,} quarantined ({summary['timed_out']:,} attempts timed out, "
+        f"{summary['crashed']:,} crashed)"
+    )
+    if summary["interrupted"]:
+        typer.echo(f"  stopped early: {summary['submitted'] - settled:,} tasks taken from the generator did not run")
+    if summary["undelivered"]:
+        typer.echo(f"  {summary['undelivered']:,} results could not be delivered to the sinks yet")
+    if summary["generator_error"]:
+        typer.echo(f"  the generator failed: {summary['generator_error']}")
+
+
+@app.command()
+def run(  # noqa: PLR0917  (typer passes options as parameters)
+    config_path: ConfigOption = None,
+    generator: GeneratorOption = None,
+    generator_options: GeneratorOptions = None,
+    sinks: SinkOption = None,
+    sink_options: SinkOptions = None,
+    controllers: Annotated[int, typer.Option("--controllers", min=1, help="Local controllers to start.")] = 1,
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=1, help="Worker processes per controller (default: CPU count).")
+    ] = None,
+    journal: JournalOption = None,
+    metrics_port: MetricsOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
+) -> None:
+    """Run a whole job here: a master, local controllers and their workers, then a summary.
+
+    Exit code 0 when every task succeeded, 1 when any did not, 2 for a usage or configuration
+    error.  Ctrl-C stops gracefully and still prints the summary.
+    """
+    config = _load(config_path, generator, generator_options, sinks, sink_options)
+    if not _debug():
+        logging.getLogger("cyclone").setLevel(logging.WARNING)  # the progress line and summary say it all
+    settings = attrs.evolve(config.master, bind="tcp://127.0.0.1:*", pid_file="")
+    if journal is not None:
+        settings.journal = journal
+    if metrics_port is not None:
+        settings.metrics_port = metrics_port
+    children: LocalControllers | None = None
+    bar = _ProgressLine(sys.stderr) if sys.stderr.isatty() else None
+
+    def on_progress(snapshot: dict[str, Any]) -> None:
+        if children is not None and children.all_exited() and not the_master.stopping:
+            log.error("the local controllers exited (codes %s) before the run finished", children.exit_codes())
+            the_master.request_stop()
+        if bar is not None:
+            bar(snapshot)
+
+    the_master = Master(settings, build_generator(config), build_sinks(config), progress=on_progress)
+    endpoint = the_master.open()
+    code: int | None = None
+    try:
+        controller_settings = attrs.evolve(
+            config.controller, master=endpoint, workers=workers or config.controller.workers, id="", pid_file=""
+        )
+        children = LocalControllers(controllers, controller_settings)
+        children.start()
+        with _stop_on_signals(the_master.request_stop, "the run"):
+            code = the_master.run()
+    finally:
+        if bar is not None:
+            bar.clear()
+        if children is not None:
+            # After a clean run the master told them to exit; after a failure nobody will.
+            children.stop(timeout=10.0 if code is not None else 0.0)
+        the_master.close()
+    summary = the_master.summary()
+    if as_json:
+        typer.echo(json.dumps(summary))
+    else:
+        _print_summary(summary)
+    all_ok = summary["succeeded"] == summary["submitted"] and not summary["interrupted"]
+    raise typer.Exit(0 if code == 0 and all_ok else 1)
+
+
+# -- the daemons ------------------------------------------------------------------------------
+
+
+@app.command()
+def master(  # noqa: PLR0917
+    config_path: ConfigOption = None,
+    bind: Annotated[str | None, typer.Option("--bind", help="Endpoint to listen on, tcp://HOST:PORT.")] = None,
+    generator: GeneratorOption = None,
+    generator_options: GeneratorOptions = None,
+    sinks: SinkOption = None,
+    sink_options: SinkOptions = None,
+    journal: JournalOption = None,
+    pid_file: PidFileOption = None,
+    metrics_port: MetricsOption = None,
+) -> None:
+    """Run the master daemon: hand tasks to controllers, deliver results to the sinks.
+
+    SIGTERM or SIGINT stops it gracefully: controllers are told to finish, the journal is
+    flushed and the sinks get time to catch up.
+    """
+    config = _load(config_path, generator, generator_options, sinks, sink_options)
+    settings = config.master
+    for name, value in (("bind", bind), ("journal", journal), ("pid_file", pid_file), ("metrics_port", metrics_port)):
+        if value is not None:
+            setattr(settings, name, value)
+    _configure_logging(config.log)
+    with _pid_file(settings.pid_file):
+        the_master = Master(settings, build_generator(config), build_sinks(config))
+        with the_master, _stop_on_signals(the_master.request_stop, "the master"):
+            code = the_master.run()
+    raise typer.Exit(code)
+
+
+@app.command()
+def controller(
+    config_path: ConfigOption = None,
+    master_endpoint: Annotated[
+        str | None, typer.Option("--master", help="The master's endpoint, tcp://HOST:PORT.")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=1, help="Worker processes (default: CPU count).")
+    ] = None,
+    controller_id: Annotated[str | None, typer.Option("--id", help="Unique controller id (default: HOST-PID).")] = None,
+    pid_file: PidFileOption = None,
+) -> None:
+    """Run a controller daemon: take tasks from the master and run them in worker processes.
+
+    It may start before its master and keeps reconnecting.  SIGTERM or SIGINT drains it:
+    running tasks finish (or are handed back), results are delivered, then it says goodbye.
+    """
+    from cyclone_core.engine.controller import run_controller  # noqa: PLC0415  (only this command needs it)
+
+    config = _load(config_path)
+    settings = config.controller
+    for name, value in (("master", master_endpoint), ("workers", workers), ("id", controller_id)):
+        if value is not None:
+            setattr(settings, name, value)
+    if pid_file is not None:
+        settings.pid_file = pid_file
+    _configure_logging(config.log)
+    raise typer.Exit(run_controller(settings))
+
+
+# -- cyclone status ---------------------------------------------------------------------------
+
+
+@app.command()
+def status(
+    master_endpoint: Annotated[
+        str, typer.Option("--master", help="The master's endpoint, tcp://HOST:PORT.")
+    ] = "tcp://127.0.0.1:5678",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the master's snapshot as JSON.")] = False,
+    timeout: Annotated[float, typer.Option("--timeout", min=0.1, help="Seconds to wait for the master.")] = 5.0,
+) -> None:
+    """Show a running master's controllers, queue, throughput and failures."""
+    snapshot = fetch_status(master_endpoint, timeout)
+    if as_json:
+        typer.echo(json.dumps(snapshot, indent=2))
+    else:
+        render_status(snapshot, Console())

@@ -1,0 +1,172 @@
+"""Delivery of journaled results to the sinks: one thread per sink, the journal as outbox.
+
+Each thread reads the outbox through its own SQLite connection, hands the sink batches of up
+to ``batch_size`` results (fewer once the oldest has waited ``flush_interval``), and moves the
+sink's delivered mark when ``write`` returns.  A sink that fails (in ``open`` or ``write``) is
+retried with exponential backoff up to :data:`BACKOFF_MAX` seconds; the failure is logged as
+one line and counted, and nothing else waits for it: the master keeps dispatching and the
+results wait in the journal.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from cyclone_core.engine.journal import Outbox
+
+if TYPE_CHECKING:
+    from cyclone_core.engine.journal import Journal
+    from cyclone_core.model import ResultSink
+
+__all__ = ("BACKOFF_MAX", "SinkDelivery")
+
+log = logging.getLogger("cyclone.delivery")
+
+#: Longest wait between two attempts to deliver to a failing sink, seconds.
+BACKOFF_MAX = 30.0
+_BACKOFF_FIRST = 0.5
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class SinkDelivery:
+    """Delivers the journal's outbox to one sink from a thread of its own.
+
+    :param sink: the sink; ``open``, ``write`` and ``close`` are called from the thread only.
+    :param journal: the master's journal; its ``last_result`` says how far the outbox goes.
+    """
+
+    def __init__(self, sink: ResultSink, journal: Journal, *, backoff_max: float = BACKOFF_MAX) -> None:
+        self.sink = sink
+        self.name = sink.name
+        self._journal = journal
+        self._backoff_max = backoff_max
+        #: Id of the last result the sink has.
+        self.mark = 0
+        #: Results delivered by this thread, failures so far, the latest failure.
+        self.delivered = 0
+        self.errors = 0
+        self.last_error: str | None = None
+        #: True while the sink is failing (between a failure and the next success).
+        self.failing = False
+        self._wake = threading.Event()
+        self._finish = threading.Event()
+        self._abort = threading.Event()
+        self._ready = threading.Event()
+        self._oldest: tuple[int, float | None] = (-1, None)
+        self._thread = threading.Thread(target=self._run, name=f"cyclone-sink-{self.name}", daemon=True)
+
+    @property
+    def backlog(self) -> int:
+        """Results in the journal this sink does not have yet."""
+        return max(self._journal.last_result - self.mark, 0)
+
+    def start(self) -> None:
+        """Start the thread; returns once it has read its delivered mark."""
+        self._thread.start()
+        self._ready.wait(30.0)
+
+    def notify(self) -> None:
+        """New results were committed to the journal."""
+        self._wake.set()
+
+    def finish(self) -> None:
+        """Deliver everything committed so far, then stop (see :attr:`finished`)."""
+        self._finish.set()
+        self._wake.set()
+
+    @property
+    def finished(self) -> bool:
+        """Whether the thread has stopped."""
+        return not self._thread.is_alive()
+
+    def stop(self, timeout: float = 0.0) -> None:
+        """Stop now, waiting at most ``timeout`` seconds for a ``write`` in progress."""
+        self._abort.set()
+        self._wake.set()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        try:
+            outbox = Outbox(self._journal.path, self.name)
+        except Exception as exc:
+            self._fail(exc, 0.0)
+            self._ready.set()
+            return
+        self.mark = outbox.mark
+        self._ready.set()
+        opened = False
+        delay = 0.0
+        try:
+            while not self._abort.is_set():
+                try:
+                    if not opened:
+                        self.sink.open()
+                        opened = True
+                    if not self._step(outbox):
+                        break
+                except Exception as exc:  # any failure of third-party sink code is retried
+                    delay = min(max(delay * 2, _BACKOFF_FIRST), self._backoff_max)
+                    self._fail(exc, delay)
+                    # Backoff is cut short only by abort: finishing keeps retrying until then.
+                    self._abort.wait(delay)
+                    continue
+                if self.failing:
+                    self.failing = False
+                    delay = 0.0
+                    log.warning("sink '%s' recovered (%d results waiting)", self.name, self.backlog)
+        finally:
+            if opened:
+                try:
+                    self.sink.close()
+                except Exception as exc:
+                    log.warning("sink '%s' failed to close: %s", self.name, _one_line(exc))
+            outbox.close()
+
+    def _fail(self, exc: BaseException, delay: float) -> None:
+        self.errors += 1
+        self.failing = True
+        self.last_error = _one_line(exc)
+        log.warning(
+            "sink '%s' failed: %s; retrying in %.1f s (%d results waiting)",
+            self.name,
+            self.last_error,
+            delay,
+            self.backlog,
+        )
+
+    def _step(self, outbox: Outbox) -> bool:
+        """Deliver one batch, or wait for one; ``False`` when finished and nothing is left."""
+        waiting = self._journal.last_result - outbox.mark
+        finishing = self._finish.is_set()
+        if waiting <= 0:
+            if finishing:
+                return False
+            self._wait(1.0)
+            return True
+        batch_size = self.sink.batch_size
+        if waiting < batch_size and not finishing:
+            if self._oldest[0] != outbox.mark:  # the master wakes us often: ask SQLite once per mark
+                self._oldest = (outbox.mark, outbox.oldest_at())
+            oldest = self._oldest[1]
+            left = oldest + self.sink.flush_interval - time.time() if oldest is not None else 0.0
+            if left > 0:
+                self._wait(left)
+                return True
+        last, results = outbox.fetch(batch_size)
+        if results:
+            self.sink.write(results)
+            outbox.delivered(last)
+            self.mark = last
+            self.delivered += len(results)
+        return True
+
+    def _wait(self, timeout: float) -> None:
+        self._wake.wait(timeout)
+        self._wake.clear()

@@ -1,0 +1,348 @@
+"""The master's journal: an SQLite file that lets a killed master resume where it stopped.
+
+It records the run id, the generator's high-water mark (the highest task sequence number
+handed out), every task in the window with its attempt counters, and every terminal result in
+an outbox that the sinks' delivery threads read from, each sink keeping its own delivered mark.
+The master writes it from its event loop only, buffering a loop turn's changes and committing
+them in one transaction (group commit); nothing it sends depends on an uncommitted change.
+
+The journal is log-structured so that a commit costs a row or two, however many tasks it
+carries: each commit adds at most one ``chunks`` row (the tasks that entered the window) and
+one ``results`` row (the results of the tasks that settled, with their sequence numbers).  The
+window is the tasks of all chunks minus those with a result, with the counters of
+``attempts``.  :meth:`Journal.compact` rewrites the window as a single chunk and drops the
+results every sink has; results rows are dropped only there, since they also mark their tasks
+done.  Results are numbered 1, 2, 3, ... without gaps; a sink's delivered mark is the number of
+the last result it has.
+
+Resuming on an existing journal: tasks that were pending or leased go back to the queue with
+their counters, the generator (if deterministic) is fast-forwarded past the high-water mark,
+and results not yet delivered to a sink are delivered to it.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from cyclone_core.engine.protocol import result_from_row, result_to_row
+from cyclone_core.engine.scheduler import TaskRecord
+from cyclone_core.errors import ConfigError
+from cyclone_core.model import Attempt, Result, Status
+
+__all__ = ("Journal", "Outbox", "new_run_id")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS chunks (id INTEGER PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS attempts (
+    seq INTEGER PRIMARY KEY, failed INTEGER NOT NULL, crashed INTEGER NOT NULL, lost INTEGER NOT NULL, history BLOB
+);
+CREATE TABLE IF NOT EXISTS results (
+    first INTEGER PRIMARY KEY, count INTEGER NOT NULL, at REAL NOT NULL, seqs BLOB NOT NULL, data BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS delivered (sink TEXT PRIMARY KEY, last INTEGER NOT NULL);
+"""
+
+#: Rows written since the last compaction after which the window is rewritten as one chunk.
+_COMPACT_ROWS = 1000
+
+_pack = msgpack.Packer().pack
+
+
+def _unpack(data: bytes) -> Any:
+    return msgpack.unpackb(data, raw=False)
+
+
+def new_run_id() -> str:
+    """A fresh run id: short, and unique across runs (task ids start with it)."""
+    return secrets.token_hex(6)
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, timeout=60.0, check_same_thread=False)
+        # WAL: the delivery threads read while the master writes.  NORMAL: a commit survives a
+        # killed process (not a power cut), which is the failure the journal is for.
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+    except sqlite3.Error as exc:
+        raise ConfigError(f"journal {path}: cannot open it as SQLite ({exc})") from None
+    return conn
+
+
+def _history_rows(history: Sequence[Attempt]) -> list[list[Any]] | None:
+    if not history:
+        return None
+    return [[a.attempt, a.status.value, a.error, a.controller, a.finished_at] for a in history]
+
+
+def _history(rows: list[list[Any]] | None) -> list[Attempt]:
+    return [Attempt(a, Status(s), e, c, f) for a, s, e, c, f in rows or ()]
+
+
+class Journal:
+    """The master's side of the journal: one connection, used from the event loop only.
+
+    :param path: the SQLite file (created if missing).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._conn = _connect(self.path)
+        try:
+            self._conn.executescript(_SCHEMA)
+            meta = dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
+            last_result = self._conn.execute("SELECT max(first + count - 1) FROM results").fetchone()[0]
+            self._window = self._load_window()
+        except sqlite3.Error as exc:
+            raise ConfigError(f"journal {self.path}: {exc}") from None
+        #: True when the journal was just created: nothing to resume.
+        self.fresh = "run_id" not in meta
+        self.run_id: str = meta.get("run_id") or new_run_id()
+        # Both marks are in meta as of the last compaction, and in the rows written since.
+        #: The highest task sequence number handed out (the generator's high-water mark).
+        self.high_water = max(int(meta.get("high_water", 0)), self._high_water_in_chunks)
+        #: Number of the newest result (results are numbered without gaps).
+        self.last_result = max(int(meta.get("last_result", 0)), last_result or 0)
+        self._meta = meta
+        self._new: list[list[Any]] = []
+        self._updates: list[tuple[Any, ...]] = []
+        self._done: list[int] = []
+        self._results: list[list[Any]] = []
+        self._rows_since_compaction = 0
+
+    def bind_run(self, generator: str, options: dict[str, Any], *, deterministic: bool) -> None:
+        """Record which generator this run belongs to, or check that a resumed run is the same.
+
+        A deterministic generator must also have the same options, since it is fast-forwarded
+        past the tasks it already handed out.
+        """
+        text = json.dumps(options, sort_keys=True, default=str)
+        if self.fresh:
+            self._conn.executemany(
+                "INSERT INTO meta (key, value) VALUES (?, ?)",
+                [
+                    ("run_id", self.run_id),
+                    ("generator", generator),
+                    ("options", text),
+                    ("high_water", "0"),
+                    ("last_result", "0"),
+                ],
+            )
+            self.fresh = False
+            return
+        known = self._meta.get("generator")
+        if known != generator:
+            raise ConfigError(
+                f"journal {self.path} belongs to a run of generator '{known}', not '{generator}': "
+                "use another --journal or remove this one"
+            )
+        if deterministic and self._meta.get("options") != text:
+            raise ConfigError(
+                f"journal {self.path} belongs to a run of generator '{generator}' with options "
+                f"{self._meta.get('options')}: resume with the same options, or use another --journal"
+            )
+
+    def _load_window(self) -> dict[int, list[Any]]:
+        """Task rows of the window by sequence number, as of the last commit."""
+        conn = self._conn
+        rows: dict[int, list[Any]] = {}
+        for (data,) in conn.execute("SELECT data FROM chunks ORDER BY id"):
+            for row in _unpack(data):
+                rows[row[0]] = row
+        self._high_water_in_chunks = max(rows, default=0)
+        for (seqs,) in conn.execute("SELECT seqs FROM results"):
+            for seq in _unpack(seqs):
+                rows.pop(seq, None)
+        for seq, *counters in conn.execute("SELECT seq, failed, crashed, lost, history FROM attempts"):
+            if seq in rows:
+                history = _unpack(counters[3]) if counters[3] else None
+                rows[seq] = [*rows[seq][:5], *counters[:3], history]
+        return rows
+
+    def pending(self) -> list[TaskRecord]:
+        """The tasks of the window as the journal was opened, in order, ready to be queued
+        again (once: the journal forgets them, the master holds them from then on)."""
+        run = self.run_id
+        records = []
+        window, self._window = self._window, {}
+        for seq in sorted(window):
+            _, type_, args, key, timeout, *saved = window[seq]
+            failed, crashed, lost, history = saved or (0, 0, 0, None)
+            records.append(
+                TaskRecord(
+                    seq,
+                    f"{run}-{seq}",
+                    type_,
+                    args,
+                    key=key,
+                    timeout=timeout,
+                    failed=failed,
+                    crashed=crashed,
+                    lost=lost,
+                    history=_history(history),
+                )
+            )
+        return records
+
+    # -- buffered changes, written by commit() ---------------------------------------------
+
+    def add(self, records: Iterable[TaskRecord]) -> None:
+        """New tasks entered the window (in sequence order)."""
+        new = self._new
+        for r in records:
+            new.append([r.seq, r.type, r.args, r.key, r.timeout])
+        if new:
+            self.high_water = max(self.high_water, new[-1][0])
+
+    def retried(self, records: Iterable[TaskRecord]) -> None:
+        """These tasks' counters and histories changed."""
+        self._updates.extend(
+            (r.seq, r.failed, r.crashed, r.lost, _pack(_history_rows(r.history)) if r.history else None)
+            for r in records
+        )
+
+    def settled(self, pairs: Iterable[tuple[TaskRecord, Result]]) -> None:
+        """These tasks reached their terminal results: out of the window, into the outbox."""
+        done = self._done
+        results = self._results
+        for record, result in pairs:
+            done.append(record.seq)
+            results.append(result_to_row(result))
+
+    def commit(self) -> int:
+        """Write the buffered changes in one transaction; returns how many results were added."""
+        if not (self._new or self._updates or self._done):
+            return 0
+        conn = self._conn
+        added = len(self._results)
+        conn.execute("BEGIN")
+        try:
+            if self._new:
+                conn.execute("INSERT INTO chunks (data) VALUES (?)", (_pack(self._new),))
+            if self._updates:
+                conn.executemany("INSERT OR REPLACE INTO attempts VALUES (?, ?, ?, ?, ?)", self._updates)
+            if added:
+                conn.execute(
+                    "INSERT INTO results (first, count, at, seqs, data) VALUES (?, ?, ?, ?, ?)",
+                    (self.last_result + 1, added, time.time(), _pack(self._done), _pack(self._results)),
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self._rows_since_compaction += bool(self._new) + len(self._updates) + bool(added)
+        self._new.clear()
+        self._updates.clear()
+        self._done.clear()
+        self._results.clear()
+        self.last_result += added
+        return added
+
+    @property
+    def needs_compaction(self) -> bool:
+        """Whether enough was written since the last compaction to rewrite the window."""
+        return self._rows_since_compaction >= _COMPACT_ROWS
+
+    def compact(self, window: Iterable[TaskRecord], sinks: Sequence[str]) -> None:
+        """Rewrite the window (every live task, as the master holds it) as one chunk, and drop
+        the results that every one of ``sinks`` has.
+
+        Call right after :meth:`commit`; ``window`` must be what the journal describes.
+        """
+        rows: list[list[Any]] = [
+            [r.seq, r.type, r.args, r.key, r.timeout, r.failed, r.crashed, r.lost, _history_rows(r.history)]
+            for r in sorted(window, key=lambda r: r.seq)
+        ]
+        conn = self._conn
+        conn.execute("BEGIN")
+        try:
+            conn.execute("DELETE FROM chunks")
+            conn.execute("DELETE FROM attempts")
+            if rows:
+                conn.execute("INSERT INTO chunks (data) VALUES (?)", (_pack(rows),))
+            conn.executemany(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                [("high_water", str(self.high_water)), ("last_result", str(self.last_result))],
+            )
+            marks = dict(conn.execute("SELECT sink, last FROM delivered").fetchall())
+            have_all = min((marks.get(sink, 0) for sink in sinks), default=self.last_result)
+            conn.execute("DELETE FROM results WHERE first + count - 1 <= ?", (have_all,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self._rows_since_compaction = 0
+
+    # -- the outbox, master side ----------------------------------------------------------
+
+    def register_sinks(self, names: Iterable[str]) -> None:
+        """Give each sink a delivered mark; a sink new to this journal starts at the oldest
+        result still in the outbox."""
+        self._conn.executemany("INSERT OR IGNORE INTO delivered (sink, last) VALUES (?, 0)", [(n,) for n in names])
+
+    def close(self) -> None:
+        """Close the connection (buffered, uncommitted changes are dropped)."""
+        self._conn.close()
+
+
+class Outbox:
+    """One sink's view of the outbox, with its own connection (for its delivery thread)."""
+
+    def __init__(self, path: str | Path, sink: str) -> None:
+        self.sink = sink
+        self._conn = _connect(Path(path))
+        row = self._conn.execute("SELECT last FROM delivered WHERE sink = ?", (sink,)).fetchone()
+        #: Number of the last result delivered to this sink.
+        self.mark: int = row[0] if row else 0
+        self._cached: tuple[int, list[Any]] = (0, [])
+
+    def _rows_from_mark(self, columns: str, limit: int) -> list[tuple[Any, ...]]:
+        """Outbox rows from the one holding result ``mark + 1`` on."""
+        conn = self._conn
+        start = conn.execute("SELECT max(first) FROM results WHERE first <= ?", (self.mark + 1,)).fetchone()[0]
+        return conn.execute(
+            f"SELECT {columns} FROM results WHERE first >= ? ORDER BY first LIMIT ?",  # noqa: S608  (fixed columns)
+            (start if start is not None else self.mark + 1, limit),
+        ).fetchall()
+
+    def oldest_at(self) -> float | None:
+        """When the oldest undelivered result was journaled (epoch seconds), if any."""
+        rows = self._rows_from_mark("first, count, at", 2)
+        for first, count, at in rows:
+            if first + count - 1 > self.mark:
+                return float(at)
+        return None
+
+    def fetch(self, limit: int) -> tuple[int, list[Result]]:
+        """Up to ``limit`` undelivered results and the number of the last one."""
+        results: list[Result] = []
+        number = self.mark
+        for first, data in self._rows_from_mark("first, data", 1 + limit):
+            if self._cached[0] != first:  # a row bigger than a batch is unpacked once, not per batch
+                self._cached = (first, _unpack(data))
+            rows = self._cached[1]
+            start = number + 1 - first
+            take = rows[start : start + limit - len(results)] if start > 0 else rows[: limit - len(results)]
+            results.extend(result_from_row(row) for row in take)
+            number = first + (start if start > 0 else 0) + len(take) - 1
+            if len(results) >= limit:
+                break
+        return number, results
+
+    def delivered(self, last: int) -> None:
+        """Results up to number ``last`` are stored by the sink."""
+        self._conn.execute("UPDATE delivered SET last = ? WHERE sink = ?", (last, self.sink))
+        self.mark = last
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._conn.close()

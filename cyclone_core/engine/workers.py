@@ -1,0 +1,761 @@
+"""The worker pool: a controller's worker processes, and how tasks reach them and results return.
+
+Process model
+    Workers are started by the ``forkserver`` start method.  ZeroMQ is not fork-safe: a child
+    forked from a process whose context has sockets and I/O threads inherits them in a broken
+    state.  The fork server is a fresh interpreter (fork and exec) that imports Cyclone and the
+    installed plugins once; every worker is forked from that clean process, never from the
+    controller.  A replacement worker after a crash or a timeout is ready in about 20 ms, where
+    ``spawn`` plus the plugin imports take a quarter of a second.
+
+Channels
+    Each worker has a Unix socket pair to the controller and a small shared-memory slot.
+
+    - controller → worker: msgpack batches of task rows ``[seq, id, type, args, attempt,
+      timeout, key]``, at most ``depth`` tasks outstanding per worker (see
+      :mod:`~cyclone_core.engine.pool_state` for how many a worker gets);
+    - worker → controller: a stream of msgpack messages: ``ready``; a ``result`` (the
+      protocol's result row) per task; ``returned`` for queued tasks it skips while draining;
+      forwarded log records.  A worker sends its results in batches: when it has no task left,
+      when half its queue is done (the controller refills it meanwhile), and before it starts a
+      task once the oldest result has waited a millisecond.  Results a worker still held when
+      it died are lost with it; their tasks run again;
+    - the slot: the worker writes the ``seq`` and start time of each task as it starts it, so
+      the controller knows at every moment which task each worker runs, to time it out or
+      report it crashed; the controller sets its drain flag, upon which the worker returns the
+      tasks it has queued instead of starting them.
+
+Only the process arguments are pickled, once, at start (the socket, the slot, plain settings).
+
+Signals and death
+    Workers ignore SIGINT, and SIGTERM unless the controller set the slot's kill flag first: the
+    controller decides (systemd and Slurm signal every process of a service or job, and the
+    controller then drains).  They run in their own process group, so that a timed-out task's
+    subprocesses are killed with it, and exit as soon as the controller's end of the socket
+    closes, even in the middle of a task: a watchdog thread waits for that hang-up.  The
+    controller learns that a worker ended from its exit sentinel (with the exit code or signal),
+    or from its socket should the fork server itself have been killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import math
+import multiprocessing
+import multiprocessing.context
+import os
+import select
+import signal
+import socket
+import sys
+import threading
+import time
+import types
+from collections import deque
+from collections.abc import Iterable, Sequence
+from ctypes import Array, c_double
+from typing import Any
+
+import attrs
+import msgpack
+import zmq
+
+from cyclone_core.convert import structure
+from cyclone_core.engine.pool_state import Job, PoolState, WorkerBook
+from cyclone_core.engine.protocol import MAX_FRAME_BYTES, TaskEnvelope, result_from_row, result_to_row
+from cyclone_core.errors import CycloneError
+from cyclone_core.model import Outcome, Result, Status, Task, TaskContext
+from cyclone_core.plugins import get_plugins
+
+__all__ = ("DEFAULT_BUDGET", "DEFAULT_DEPTH", "KILL_GRACE", "MAX_RESULT_BYTES", "WorkerPool")
+
+log = logging.getLogger("cyclone.workers")
+
+#: Tasks a worker is given at most (running plus queued in the worker).
+DEFAULT_DEPTH = 16
+#: Seconds of expected work a worker is given at most when it gets more than one task.
+DEFAULT_BUDGET = 0.002
+#: Seconds between SIGTERM and SIGKILL for a worker being killed.
+KILL_GRACE = 2.0
+#: Workers dying before they are ready, in a row, after which the pool gives up.
+MAX_FAILED_STARTS = 3
+#: Bytes a result may take at most (metrics and payload included): several fit in one message.
+MAX_RESULT_BYTES = MAX_FRAME_BYTES // 4
+
+# Messages from a worker: [kind, ...].
+_READY, _RESULT, _RETURNED, _LOG = range(4)
+# The shared slot: seq of the task started last, its time.monotonic() start, the drain flag,
+# and the kill flag (set before the controller sends SIGTERM: a SIGTERM without it is ignored).
+_SEQ, _STARTED, _DRAIN, _KILL = range(4)
+_READ_SIZE = 256 * 1024
+# A worker sends the results it holds before starting another task once the oldest is this old.
+_FLUSH_AFTER = 0.001
+# An error line longer than this is cut (the full text goes to the worker's debug log).
+_MAX_ERROR = 2000
+
+_pack = msgpack.Packer().pack
+
+
+@attrs.define(eq=False)
+class _Worker:
+    """The controller's handle on one worker process."""
+
+    book: WorkerBook
+    process: multiprocessing.process.BaseProcess
+    sock: socket.socket
+    slot: Array[c_double]
+    unpacker: msgpack.Unpacker = attrs.field(factory=lambda: msgpack.Unpacker(raw=False))
+    #: Bytes for the worker that its socket did not take yet.
+    outbuf: bytearray = attrs.field(factory=bytearray)
+    ready: bool = False
+    #: Its socket reached end of file: nothing more to read, only its exit to wait for.
+    eof: bool = False
+    #: The fork server (its parent) died: its exit sentinel says nothing; its socket's end of
+    #: file tells when it ends.
+    orphaned: bool = False
+    #: Being killed: its tasks were settled already; SIGKILL follows at ``kill_at``.
+    retired: bool = False
+    kill_at: float | None = None
+
+
+class WorkerPool:
+    """A controller's worker processes and the tasks it holds for them.
+
+    The pool does no waiting of its own: its owner polls :meth:`poll_items` (with ZeroMQ's
+    poller, beside its own sockets), passes what is ready to :meth:`handle`, and wakes up no
+    later than :meth:`next_deadline`.  What the pool produces accumulates in :attr:`results`
+    (terminal results, in the order they ended) and :attr:`handed_back` (ids of tasks it gives
+    up unstarted while draining); the owner takes them away.
+
+    :param size: number of worker processes.
+    :param controller_id: written into every result.
+    :param depth: tasks a worker is given at most.
+    :param budget: seconds of expected work a worker is given at most when it gets more than
+        one task (see :mod:`~cyclone_core.engine.pool_state`).
+    :param kill_grace: seconds between SIGTERM and SIGKILL when a worker is killed.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        *,
+        controller_id: str,
+        depth: int = DEFAULT_DEPTH,
+        budget: float = DEFAULT_BUDGET,
+        kill_grace: float = KILL_GRACE,
+    ) -> None:
+        if size < 1:
+            raise ValueError(f"a pool needs at least one worker, got {size}")
+        self.size = size
+        self.controller_id = controller_id
+        self.kill_grace = kill_grace
+        self.state = PoolState(depth, budget)
+        self.results: list[Result] = []
+        self.handed_back: list[str] = []
+        self._workers: dict[WorkerBook, _Worker] = {}
+        self._dying: list[_Worker] = []
+        self._started = 0
+        self._failed_starts = 0
+        self._closed = False
+        self._deadline: float | None = None
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the worker processes (they load the plugins while tasks already queue up)."""
+        for _ in range(self.size):
+            self._spawn()
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Stop every worker: close their sockets, wait up to ``timeout`` s, then kill."""
+        self._closed = True
+        workers = [*self._workers.values(), *self._dying]
+        for worker in workers:
+            worker.sock.close()
+        deadline = time.monotonic() + timeout
+        for worker in workers:
+            worker.process.join(max(0.0, deadline - time.monotonic()))
+            if worker.process.exitcode is None:
+                _signal_group(worker.process, signal.SIGKILL)
+                worker.process.join(5.0)
+            if worker.process.exitcode is not None:
+                worker.process.close()
+        self._workers.clear()
+        self._dying.clear()
+
+    def _spawn(self) -> None:
+        self._started += 1
+        name = f"worker-{self._started}"
+        ours, theirs = socket.socketpair()
+        context = _forkserver()
+        slot = context.RawArray(c_double, 4)
+        process = context.Process(
+            target=_worker_main,
+            name=f"cyclone-{name}",
+            args=(theirs, slot, self.controller_id),
+            kwargs={
+                "flush_every": max(1, self.state.depth // 2),
+                "log_level": logging.getLogger().getEffectiveLevel(),
+                "environ": dict(os.environ),
+                "sys_path": list(sys.path),
+                "plugin_modules": _inprocess_plugins(),
+            },
+        )
+        try:
+            process.start()
+        except OSError as exc:
+            ours.close()
+            raise CycloneError(f"cannot start a worker process: {exc}") from None
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        book = self.state.add_worker(name)
+        self._workers[book] = _Worker(book, process, ours, slot)
+
+    # -- tasks -----------------------------------------------------------------------------
+
+    def submit(self, envelopes: Iterable[TaskEnvelope]) -> list[TaskEnvelope]:
+        """Take tasks to run; returns those already held (ignored: never run twice at once)."""
+        duplicates = self.state.add(envelopes)
+        self._assign()
+        return duplicates
+
+    def drain(self) -> None:
+        """Start no more tasks: hand back the waiting ones now, and make each worker return
+        those it has queued; running tasks go on."""
+        self.handed_back.extend(job.envelope.id for job in self.state.drain())
+        for worker in self._workers.values():
+            worker.slot[_DRAIN] = 1.0
+
+    def abort(self) -> list[str]:
+        """Kill every worker that holds a task; returns the ids of the tasks they were running
+        (their queued ones go to :attr:`handed_back` as :meth:`drain` does)."""
+        aborted = []
+        for worker in list(self._workers.values()):
+            if worker.book.queue:
+                job = self._retire(worker)
+                if job is not None:
+                    aborted.append(job.envelope.id)
+        return aborted
+
+    @property
+    def busy(self) -> bool:
+        """True while the pool holds any task."""
+        return bool(self.state.jobs)
+
+    def held_ids(self) -> list[str]:
+        """Ids of every task held: waiting, queued in a worker or running."""
+        return self.state.held_ids()
+
+    def running_ids(self) -> list[str]:
+        """Ids of the tasks the workers are running at this moment."""
+        running = (self.state.running(worker.book, int(worker.slot[_SEQ])) for worker in self._workers.values())
+        return [job.envelope.id for job in running if job is not None]
+
+    def pids(self) -> list[int]:
+        """Process ids of the live workers."""
+        return [worker.process.pid for worker in self._workers.values() if worker.process.pid is not None]
+
+    # -- the owner's loop ------------------------------------------------------------------
+
+    def poll_items(self) -> list[tuple[int, int]]:
+        """``(fd, events)`` pairs for :func:`zmq.zmq_poll`: worker sockets and exit sentinels."""
+        items: list[tuple[int, int]] = []
+        for worker in self._workers.values():
+            if not worker.eof:
+                items.append((worker.sock.fileno(), zmq.POLLOUT | zmq.POLLIN if worker.outbuf else zmq.POLLIN))
+            if not worker.orphaned:
+                items.append((worker.process.sentinel, zmq.POLLIN))
+        items.extend((worker.process.sentinel, zmq.POLLIN) for worker in self._dying)
+        return items
+
+    def handle(self, ready: Sequence[tuple[Any, int]]) -> None:
+        """Process what :func:`zmq.zmq_poll` found ready (items not ours are ignored), then
+        time out overdue tasks and hand waiting tasks to workers with room."""
+        if ready:
+            by_fd: dict[int, _Worker] = {}
+            for worker in [*self._workers.values(), *self._dying]:
+                by_fd[worker.process.sentinel] = worker
+                if not worker.eof:
+                    by_fd[worker.sock.fileno()] = worker
+            ended = []
+            for fd, events in ready:
+                found = by_fd.get(fd)
+                if found is None:
+                    continue
+                if fd == found.process.sentinel:
+                    ended.append(found)
+                    continue
+                if events & zmq.POLLIN:
+                    self._read(found)
+                    if found.eof and found.orphaned:
+                        ended.append(found)
+                if events & zmq.POLLOUT:
+                    self._flush(found)
+            for worker in ended:
+                self._reap(worker)
+        self._check_deadlines()
+        self._assign()
+
+    def next_deadline(self) -> float | None:
+        """The ``time.monotonic()`` by which :meth:`handle` must run again, if any."""
+        return self._deadline
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait until a worker has news, a deadline passes or ``timeout`` s pass, and handle it
+        (for a pool used on its own, without a ZeroMQ socket beside it)."""
+        until = self._deadline
+        if timeout is not None:
+            limit = time.monotonic() + timeout
+            until = limit if until is None else min(until, limit)
+        wait_ms = -1 if until is None else max(0, int((until - time.monotonic()) * 1000) + 1)
+        self.handle(zmq.zmq_poll(self.poll_items(), wait_ms))
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _assign(self) -> None:
+        for book, jobs in self.state.assign():
+            self._send(self._workers[book], _pack([_task_row(job) for job in jobs]))
+
+    def _send(self, worker: _Worker, data: bytes) -> None:
+        if worker.outbuf:
+            worker.outbuf += data
+            return
+        try:
+            sent = worker.sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            return  # the worker is gone; its sentinel says so
+        if sent < len(data):
+            worker.outbuf += data[sent:]
+
+    def _flush(self, worker: _Worker) -> None:
+        try:
+            sent = worker.sock.send(worker.outbuf)
+        except BlockingIOError:
+            return
+        except OSError:
+            worker.outbuf.clear()
+            return
+        del worker.outbuf[:sent]
+
+    def _read(self, worker: _Worker) -> None:
+        while True:
+            try:
+                data = worker.sock.recv(_READ_SIZE)
+            except BlockingIOError:
+                break
+            except OSError:
+                data = b""
+            if not data:
+                worker.eof = True
+                break
+            worker.unpacker.feed(data)
+            if len(data) < _READ_SIZE:
+                break
+        try:
+            for message in worker.unpacker:
+                self._on_message(worker, message)
+        except (IndexError, TypeError, ValueError) as exc:  # msgpack's format errors are ValueErrors
+            log.error("worker %s sent an invalid message (%s); killing it", worker.book.name, exc)
+            job = self._retire(worker)
+            if job is not None:
+                self._add_result(self._ended(job, worker, Status.CRASHED, "worker process sent an invalid message"))
+
+    def _on_message(self, worker: _Worker, message: list[Any]) -> None:
+        kind = message[0]
+        if kind == _RESULT:
+            if not worker.retired:
+                job = self.state.done(worker.book, message[1])
+                self._add_result(self._result(job, message[2]))
+        elif kind == _RETURNED:
+            if not worker.retired:
+                job = self.state.done(worker.book, message[1])
+                self.handed_back.append(job.envelope.id)
+        elif kind == _LOG:
+            _, level, name, text = message
+            logger = logging.getLogger(name)
+            if logger.isEnabledFor(level):
+                record = logger.makeRecord(name, level, "(worker)", 0, text, (), None)
+                record.process, record.processName = worker.process.pid, worker.process.name
+                logger.handle(record)
+        elif kind == _READY:
+            worker.ready = True
+            self._failed_starts = 0
+        else:
+            raise ValueError(f"unknown message kind {kind!r}")
+
+    def _add_result(self, result: Result) -> None:
+        self.results.append(result)
+        self.state.learn(result.task_type, result.duration)
+
+    def _result(self, job: Job, row: Any) -> Result:
+        try:
+            return result_from_row(row)
+        except ValueError as exc:
+            # The task returned metrics or a payload that is not plain data of the right shape.
+            return self._ended(job, None, Status.FAILED, f"the task's result is malformed: {exc}")
+
+    def _ended(self, job: Job, worker: _Worker | None, status: Status, error: str) -> Result:
+        """The result of a task that ended without a result of its own."""
+        envelope = job.envelope
+        started_at, duration = time.time(), 0.0
+        if worker is not None and int(worker.slot[_SEQ]) == job.seq:
+            duration = time.monotonic() - worker.slot[_STARTED]
+            started_at -= duration
+        return Result(
+            task_id=envelope.id,
+            task_type=envelope.type,
+            status=status,
+            key=envelope.key,
+            attempt=envelope.attempt,
+            started_at=started_at,
+            duration=duration,
+            error=error,
+            controller=self.controller_id,
+        )
+
+    def _reap(self, worker: _Worker) -> None:
+        """The worker process ended: settle its tasks and start a replacement."""
+        code = None if worker.orphaned else worker.process.exitcode
+        if worker.retired:
+            self._dying.remove(worker)
+            worker.process.close()
+            return
+        self._read(worker)  # what it wrote before it ended counts
+        if worker.retired:  # it sent something invalid
+            return
+        if not worker.eof:
+            # Its socket is open, so it lives: the sentinel fired because the fork server died
+            # (a SIGTERM sent to every process of the controller, say).
+            if not worker.orphaned:
+                log.warning("the workers' fork server ended; worker %s runs on", worker.book.name)
+                worker.orphaned = True
+            return
+        del self._workers[worker.book]
+        worker.sock.close()
+        running, handed_back = self.state.remove_worker(worker.book, int(worker.slot[_SEQ]))
+        reason = _exit_reason(code)
+        if running is not None:
+            log.warning("task %s crashed its worker: %s", running.envelope.id, reason)
+            self._add_result(self._ended(running, worker, Status.CRASHED, reason))
+        self.handed_back.extend(job.envelope.id for job in handed_back)
+        worker.process.close()
+        if not worker.ready:
+            self._failed_starts += 1
+            if self._failed_starts >= MAX_FAILED_STARTS:
+                raise CycloneError(f"worker processes die before they are ready ({reason})")
+        self._replace()
+
+    def _retire(self, worker: _Worker) -> Job | None:
+        """Kill ``worker`` (SIGTERM now, SIGKILL after the grace) and settle its tasks; returns
+        the job it was running, which the caller reports."""
+        running, handed_back = self.state.remove_worker(worker.book, int(worker.slot[_SEQ]))
+        self.handed_back.extend(job.envelope.id for job in handed_back)
+        del self._workers[worker.book]
+        worker.retired = True
+        worker.slot[_KILL] = 1.0
+        worker.sock.close()  # makes its watchdog end it, should the task survive SIGTERM
+        _signal_group(worker.process, signal.SIGTERM)
+        worker.kill_at = time.monotonic() + self.kill_grace
+        self._dying.append(worker)
+        self._replace()
+        return running
+
+    def _replace(self) -> None:
+        if not self._closed and not self.state.draining:
+            self._spawn()
+
+    def _check_deadlines(self) -> None:
+        """Kill workers whose running task is past its timeout; note when to look again."""
+        now = time.monotonic()
+        deadline = math.inf
+        for worker in list(self._workers.values()):
+            # Read seq before the start time: the worker writes them the other way round.
+            started_seq = int(worker.slot[_SEQ])
+            started = worker.slot[_STARTED]
+            for job in worker.book.queue:
+                timeout = job.envelope.timeout
+                if job.seq < started_seq or not timeout:
+                    continue
+                if job.seq > started_seq:
+                    # Not started yet: its deadline is later than this.
+                    deadline = min(deadline, now + timeout)
+                    continue
+                due = started + timeout
+                if now < due:
+                    deadline = min(deadline, due)
+                    continue
+                error = f"timed out after {float(timeout)} s"
+                log.warning("task %s %s; killing its worker", job.envelope.id, error)
+                self._retire(worker)
+                self._add_result(self._ended(job, worker, Status.TIMEOUT, error))
+                break
+        for worker in self._dying:
+            if worker.kill_at is None:
+                continue
+            if now >= worker.kill_at:
+                _signal_group(worker.process, signal.SIGKILL)
+                worker.kill_at = None
+            else:
+                deadline = min(deadline, worker.kill_at)
+        self._deadline = None if deadline == math.inf else deadline
+
+
+def _task_row(job: Job) -> list[Any]:
+    envelope = job.envelope
+    return [job.seq, envelope.id, envelope.type, envelope.args, envelope.attempt, envelope.timeout, envelope.key]
+
+
+def _exit_reason(code: int | None) -> str:
+    if code is None:
+        return "worker process ended"
+    if code < 0:
+        try:
+            return f"worker process killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"worker process killed by signal {-code}"
+    return f"worker process exited with code {code}"
+
+
+def _signal_group(process: multiprocessing.process.BaseProcess, signum: int) -> None:
+    """Signal the worker's process group (the task's own subprocesses too)."""
+    pid = process.pid
+    if pid is None:
+        return
+    try:
+        os.killpg(pid, signum)
+    except ProcessLookupError:
+        # It has not made its own group yet, or is gone already.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+
+_context: multiprocessing.context.ForkServerContext | None = None
+
+
+def _forkserver() -> multiprocessing.context.ForkServerContext:
+    """The fork server context, preloading this module and the installed plugins."""
+    global _context
+    if _context is None:
+        context = multiprocessing.get_context("forkserver")
+        modules = {info.module.partition(":")[0] for info in get_plugins().infos() if info.module and info.distribution}
+        # "__main__" as multiprocessing does by default: the workers' start reads the main
+        # module, so the fork server imports it once for all of them.
+        context.set_forkserver_preload(["__main__", __name__, *sorted(modules)])
+        _context = context
+    return _context
+
+
+def _inprocess_plugins() -> list[tuple[str, str]]:
+    """``(name, module)`` of plugin modules registered in this process rather than installed,
+    for the workers to register too (a plugin's tests do this)."""
+    plugins = get_plugins()
+    found = []
+    for info in plugins.infos():
+        plugin = plugins.manager.get_plugin(info.name)
+        if info.distribution is None and isinstance(plugin, types.ModuleType):
+            found.append((info.name, plugin.__name__))
+    return found
+
+
+# -- the worker process ------------------------------------------------------------------------
+
+
+def _worker_main(
+    sock: socket.socket,
+    slot: Array[c_double],
+    controller_id: str,
+    *,
+    flush_every: int,
+    log_level: int,
+    environ: dict[str, str],
+    sys_path: list[str],
+    plugin_modules: Sequence[tuple[str, str]],
+) -> None:
+    """Entry point of a worker process."""
+    # SIGINT and SIGTERM are for the controller: systemd and Slurm send SIGTERM to every process
+    # of a service or job, and the controller then drains; a worker ends on SIGTERM only when
+    # the controller kills it (and set the kill flag first).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, functools.partial(_on_sigterm, slot))
+    os.setpgrp()
+    # The fork server's environment and module path date from its start; the controller's now
+    # are the ones to use, as if the worker had been started from it.
+    os.environ.clear()
+    os.environ.update(environ)
+    sys.path[:] = sys_path
+    sock.setblocking(True)
+    os.set_inheritable(sock.fileno(), False)
+    threading.Thread(target=_exit_with_controller, args=(sock.fileno(),), name="cyclone-watchdog", daemon=True).start()
+    send = _sender(sock)
+    root = logging.getLogger()
+    root.handlers[:] = [_LogForwarder(send)]
+    root.setLevel(log_level)
+    runner = _TaskRunner(controller_id, plugin_modules)
+    try:
+        send(_pack([_READY]))
+        _serve(sock, slot, send, runner, flush_every)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the controller is gone, and so is this worker (its watchdog may be quicker)
+
+
+def _on_sigterm(slot: Array[c_double], signum: int, frame: types.FrameType | None) -> None:
+    if slot[_KILL]:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _exit_with_controller(fd: int) -> None:
+    """End the process the moment the controller's end of the socket closes."""
+    poller = select.poll()
+    poller.register(fd, select.POLLRDHUP)
+    poller.poll()
+    os._exit(0)
+
+
+def _sender(sock: socket.socket) -> Any:
+    lock = threading.Lock()
+    sendall = sock.sendall
+
+    def send(data: bytes) -> None:
+        with lock:  # tasks may log from threads of their own
+            sendall(data)
+
+    return send
+
+
+def _serve(sock: socket.socket, slot: Array[c_double], send: Any, runner: _TaskRunner, flush_every: int) -> None:
+    """Run tasks in the order they arrive until the controller closes the socket.
+
+    Results are sent in batches: when the worker runs out of tasks, when ``flush_every`` are
+    waiting (half its queue: the controller refills it while the worker runs the other half),
+    or before it starts another task once the oldest has waited ``_FLUSH_AFTER`` seconds.
+    """
+    unpacker = msgpack.Unpacker(raw=False)
+    inbox: deque[list[Any]] = deque()
+    pending: list[bytes] = []
+    first = 0.0
+    recv, monotonic = sock.recv, time.monotonic
+    while True:
+        if not inbox:
+            if pending:
+                send(b"".join(pending))
+                pending.clear()
+            data = recv(_READ_SIZE)
+            if not data:
+                return
+            unpacker.feed(data)
+            for batch in unpacker:
+                inbox.extend(batch)
+            continue
+        if slot[_DRAIN]:
+            pending.extend(_pack([_RETURNED, row[0]]) for row in inbox)
+            inbox.clear()
+            continue
+        now = monotonic()
+        if pending and (len(pending) >= flush_every or now - first >= _FLUSH_AFTER):
+            send(b"".join(pending))
+            pending.clear()
+        row = inbox.popleft()
+        slot[_STARTED] = now
+        slot[_SEQ] = row[0]
+        if not pending:
+            first = now
+        pending.append(runner.run(row))
+
+
+class _TaskRunner:
+    """Builds tasks from their wire rows and runs them (in the worker process)."""
+
+    def __init__(self, controller_id: str, plugin_modules: Sequence[tuple[str, str]]) -> None:
+        self.controller_id = controller_id
+        # The controller loaded the same plugins and reported any broken one already.
+        logging.getLogger("cyclone.plugins").disabled = True
+        self.plugins = get_plugins()
+        for name, module in plugin_modules:
+            try:
+                self.plugins.register(__import__(module, fromlist=["_"]), name=name)
+            except Exception as exc:  # reported, and its task types simply stay unknown
+                log.warning("plugin '%s' cannot be loaded in a worker: %s: %s", name, type(exc).__name__, exc)
+        self._types: dict[str, tuple[type[Task], logging.Logger]] = {}
+
+    def run(self, row: list[Any]) -> bytes:
+        """Run the task in a row ``[seq, id, type, args, attempt, timeout, key]``; returns the
+        packed result message."""
+        seq, task_id, type_name, args, attempt, timeout, key = row
+        started_at, start = time.time(), time.perf_counter()
+        status, error, outcome = self._execute(task_id, type_name, args, attempt, timeout)
+        result = Result(
+            task_id,
+            type_name,
+            status,
+            key,
+            attempt,
+            started_at,
+            time.perf_counter() - start,
+            error,
+            outcome.metrics if outcome is not None else [],
+            outcome.payload if outcome is not None else None,
+            self.controller_id,
+        )
+        try:
+            packed: bytes = _pack([_RESULT, seq, result_to_row(result)])
+        except (TypeError, ValueError) as exc:  # msgpack refuses what is not plain data
+            error = f"the task's result is not plain data: {exc}"
+        else:
+            if len(packed) <= MAX_RESULT_BYTES:
+                return packed
+            error = f"the task's result takes {len(packed)} bytes; at most {MAX_RESULT_BYTES} are allowed"
+        failed = attrs.evolve(result, status=Status.FAILED, error=error, metrics=[], payload=None)
+        return _pack([_RESULT, seq, result_to_row(failed)])
+
+    def _execute(
+        self, task_id: str, type_name: str, args: Any, attempt: int, timeout: float | None
+    ) -> tuple[Status, str | None, Outcome | None]:
+        try:
+            cls, task_log = self._types.get(type_name) or self._load(type_name)
+            task = structure(args, cls, where=f"arguments of task type '{type_name}'")
+        except CycloneError as exc:
+            return Status.FAILED, str(exc), None
+        try:
+            outcome = task.execute(TaskContext(task_id, attempt, timeout, task_log))
+        except Exception as exc:
+            task_log.debug("task %s failed", task_id, exc_info=True)
+            return Status.FAILED, _one_line(exc), None
+        if outcome is None:
+            return Status.OK, None, None
+        if not isinstance(outcome, Outcome):
+            return Status.FAILED, f"execute() returned {type(outcome).__name__}, expected an Outcome or None", None
+        return outcome.status, outcome.error, outcome
+
+    def _load(self, type_name: str) -> tuple[type[Task], logging.Logger]:
+        found = self.plugins.task_type(type_name), logging.getLogger(f"cyclone.task.{type_name}")
+        self._types[type_name] = found
+        return found
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    line = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return line if len(line) <= _MAX_ERROR else line[: _MAX_ERROR - 3] + "..."
+
+
+class _LogForwarder(logging.Handler):
+    """Sends a worker's log records to the controller, which logs them with its handlers."""
+
+    def __init__(self, send: Any) -> None:
+        super().__init__()
+        self._send = send
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._send(_pack([_LOG, record.levelno, record.name, self.format(record)]))
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the controller is gone; the worker ends too
+        except Exception:
+            self.handleError(record)

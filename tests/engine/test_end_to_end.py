@@ -1,0 +1,307 @@
+"""The whole engine with real processes, sockets, signals and kills: ``cyclone master``,
+``cyclone controller``, ``cyclone run`` and ``cyclone status`` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import zmq
+from engine_support import (
+    FAST_CONTROLLER,
+    FAST_MASTER,
+    descendants,
+    free_port,
+    read_probe,
+    toml,
+    wait_gone,
+    wait_until,
+)
+
+from cyclone_core.engine import protocol as p
+
+
+def config(
+    tmp_path: Path,
+    *,
+    port: int,
+    count: int,
+    task: str = "noop",
+    args: dict[str, Any] | None = None,
+    master: dict[str, Any] | None = None,
+    probe: dict[str, Any] | None = None,
+) -> tuple[Path, Path]:
+    """A config file for a master and its controllers, and the probe sink's output file."""
+    out = tmp_path / "probe.jsonl"
+    tables = {
+        "master": {"bind": f"tcp://127.0.0.1:{port}", **FAST_MASTER, **(master or {})},
+        "controller": {"master": f"tcp://127.0.0.1:{port}", "workers": 1, **FAST_CONTROLLER},
+        "generator": {"name": "benchmark", "options": {"count": count, "task": task, "args": args or {}}},
+        "sinks.probe": {"path": str(out), "flush_interval": 0.05, "batch_size": 50, **(probe or {})},
+    }
+    path = tmp_path / "cyclone.toml"
+    path.write_text(toml(tables))
+    return path, out
+
+
+def status(port: int) -> dict[str, Any]:
+    return p.decode(_ask(port, p.encode(p.StatusRequest()))).snapshot  # type: ignore[union-attr]
+
+
+def _ask(port: int, frame: bytes) -> bytes:
+    with zmq.Context() as ctx, ctx.socket(zmq.DEALER) as sock:
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(f"tcp://127.0.0.1:{port}")
+        sock.send(frame)
+        assert sock.poll(10_000), "no answer from the master"
+        return sock.recv()
+
+
+def keys(results: list[dict[str, Any]]) -> Counter[str]:
+    """How often each task key appears among distinct task ids."""
+    return Counter(r["key"] for r in {r["task_id"]: r for r in results}.values())
+
+
+def test_three_controllers_run_ten_thousand_tasks_each_result_once(cyclone, tmp_path) -> None:
+    out = tmp_path / "probe.jsonl"
+    run = cyclone(
+        "run", "--controllers", "3", "--workers", "1", "-g", "count=10000",
+        "--sink", "probe", "-s", f"probe.path={out}", "--json",
+    )  # fmt: skip
+    assert run.wait(120) == 0, run.output()
+    summary = json.loads(run.output().strip().splitlines()[-1])
+    assert (summary["submitted"], summary["succeeded"], summary["failed"], summary["quarantined"]) == (
+        10000,
+        10000,
+        0,
+        0,
+    )
+    assert {"duration_s", "tasks_per_second", "latency_ms_p50", "latency_ms_p99", "timed_out", "crashed"} <= set(
+        summary
+    )
+    delivered = read_probe(out)
+    assert len(delivered) == 10000  # nothing delivered twice
+    assert keys(delivered) == Counter(str(i) for i in range(10000))
+
+
+def test_a_killed_controller_s_tasks_finish_elsewhere(cyclone, tmp_path) -> None:
+    port = free_port()
+    path, out = config(tmp_path, port=port, count=300, task="sleep", args={"seconds": 0.01})
+    master = cyclone("master", "--config", str(path))
+    victim = cyclone("controller", "--config", str(path), "--id", "victim")
+    cyclone("controller", "--config", str(path), "--id", "survivor")
+    wait_until(lambda: len(read_probe(out)) >= 40, 60, "the first results")
+    workers = descendants(victim.pid)
+    victim.signal(signal.SIGKILL)
+    assert master.wait(60) == 0, master.output()
+    assert "controller victim lost" in master.output()
+    assert keys(read_probe(out)) == Counter(str(i) for i in range(300))
+    wait_gone(workers, "the killed controller's workers")
+
+
+def test_a_killed_worker_s_task_is_retried(cyclone, tmp_path) -> None:
+    port = free_port()
+    path, out = config(tmp_path, port=port, count=12, task="sleep", args={"seconds": 0.5})
+    master = cyclone("master", "--config", str(path))
+    controller = cyclone("controller", "--config", str(path), "--workers", "2")
+    wait_until(lambda: read_probe(out), 60, "the first result")
+    # The controller's children are its fork server; the workers are the fork server's.  Both
+    # run tasks back to back: killing both surely cuts one short.
+    workers = [w for c in _children(controller.pid) for w in _children(c)]
+    assert len(workers) == 2
+    for worker in workers:
+        os.kill(worker, signal.SIGKILL)
+    assert master.wait(60) == 0, master.output()
+    delivered = read_probe(out)
+    assert keys(delivered) == Counter(str(i) for i in range(12))
+    assert all(r["status"] == "ok" for r in delivered)
+    assert any("crashed" in r["history"] for r in delivered), delivered
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for pid_ in descendants(pid):
+        with open(f"/proc/{pid_}/stat", encoding="ascii") as stat:
+            if int(stat.read().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(pid_)
+    return found
+
+
+def _tasks_file(tmp_path: Path, tasks: list[dict[str, Any]]) -> Path:
+    path = tmp_path / "tasks.json"
+    path.write_text(json.dumps(tasks))
+    return path
+
+
+def _run_tasks(cyclone, tmp_path: Path, tasks: list[dict[str, Any]], master: dict[str, Any]) -> tuple[int, dict, list]:
+    settings = tmp_path / "run.toml"
+    settings.write_text(toml({"master": master}))
+    out = tmp_path / "probe.jsonl"
+    run = cyclone(
+        "run", "--config", str(settings), "--workers", "2", "--generator", "tasks-file",
+        "-g", f"path={_tasks_file(tmp_path, tasks)}", "--sink", "probe", "-s", f"probe.path={out}", "--json",
+    )  # fmt: skip
+    code = run.wait(120)
+    return code, json.loads(run.output().strip().splitlines()[-1]), read_probe(out)
+
+
+def test_a_hanging_task_is_killed_at_its_timeout(cyclone, tmp_path) -> None:
+    tasks = [{"type": "hang", "key": "hang", "timeout": 1}, *({"type": "noop", "key": f"n{i}"} for i in range(20))]
+    code, summary, delivered = _run_tasks(cyclone, tmp_path, tasks, {"max_crash_retries": 0})
+    assert code == 1
+    assert (summary["succeeded"], summary["timed_out"], summary["quarantined"]) == (20, 1, 1)
+    (hung,) = [r for r in delivered if r["key"] == "hang"]
+    assert hung["history"] == ["timeout"]
+    assert hung["status"] == "quarantined"
+
+
+def test_a_crashing_task_is_quarantined_while_the_run_goes_on(cyclone, tmp_path) -> None:
+    tasks = [
+        {"type": "crash", "key": "crash"},
+        *({"type": "sleep", "key": f"s{i}", "args": {"seconds": 0.02}} for i in range(30)),
+    ]
+    code, summary, delivered = _run_tasks(cyclone, tmp_path, tasks, {"max_crash_retries": 2})
+    assert code == 1
+    assert (summary["succeeded"], summary["crashed"], summary["quarantined"]) == (30, 3, 1)
+    (crashed,) = [r for r in delivered if r["key"] == "crash"]
+    assert crashed["status"] == "quarantined"
+    assert crashed["history"] == ["crashed", "crashed", "crashed"]
+    assert "quarantined after 3 attempts" in crashed["error"]
+
+
+def test_a_killed_master_resumes_from_its_journal(cyclone, tmp_path) -> None:
+    port = free_port()
+    journal = tmp_path / "journal.sqlite"
+    path, out = config(tmp_path, port=port, count=400, task="sleep", args={"seconds": 0.005}, master={"window": 50})
+    first = cyclone("master", "--config", str(path), "--journal", str(journal))
+    controllers = [cyclone("controller", "--config", str(path), "--workers", "2") for _ in range(2)]
+    wait_until(lambda: len(read_probe(out)) >= 100, 60, "the first results")
+    first.signal(signal.SIGKILL)
+    first.wait()
+    second = cyclone("master", "--config", str(path), "--journal", str(journal))
+    assert second.wait(90) == 0, second.output()
+    assert "resuming run" in second.output()
+    assert keys(read_probe(out)) == Counter(str(i) for i in range(400))
+    for controller in controllers:
+        assert controller.wait(30) == 0, controller.output()
+
+
+def test_a_controller_may_start_before_its_master(cyclone, tmp_path) -> None:
+    port = free_port()
+    path, out = config(tmp_path, port=port, count=50)
+    controller = cyclone("controller", "--config", str(path))
+    wait_until(lambda: "reconnecting" in controller.output(), 30, "the controller to retry")
+    master = cyclone("master", "--config", str(path))
+    assert master.wait(60) == 0, master.output()
+    assert controller.wait(30) == 0, controller.output()
+    assert keys(read_probe(out)) == Counter(str(i) for i in range(50))
+
+
+def test_two_controllers_on_one_host(cyclone, tmp_path) -> None:
+    port = free_port()
+    path, _ = config(tmp_path, port=port, count=100_000)
+    master = cyclone("master", "--config", str(path))
+    for _ in range(2):
+        cyclone("controller", "--config", str(path))
+
+    def both() -> dict[str, Any] | None:
+        snapshot = status(port)
+        return snapshot if len(snapshot["controllers"]) == 2 else None
+
+    snapshot = wait_until(both, 60, "two controllers")
+    hosts = {c["host"] for c in snapshot["controllers"]}
+    ids = {c["id"] for c in snapshot["controllers"]}
+    assert len(hosts) == 1
+    assert len(ids) == 2
+    wait_until(lambda: all(c["in_flight"] or c["credit"] for c in status(port)["controllers"]), 30, "both working")
+    as_json = cyclone("status", "--master", f"tcp://127.0.0.1:{port}", "--json")
+    assert as_json.wait(30) == 0
+    shown = json.loads(as_json.output())
+    assert {c["id"] for c in shown["controllers"]} == ids
+    assert {"queued", "in_flight", "succeeded", "failed", "quarantined"} <= set(shown)
+    table = cyclone("status", "--master", f"tcp://127.0.0.1:{port}")
+    assert table.wait(30) == 0
+    assert "controllers (2)" in table.output()
+    assert all(cid in table.output() for cid in ids)
+    master.signal(signal.SIGTERM)
+    assert master.wait(60) == 0, master.output()
+
+
+def test_strangers_and_other_versions_do_not_disturb_the_master(cyclone, tmp_path) -> None:
+    port = free_port()
+    pid_file = tmp_path / "master.pid"
+    path, _ = config(tmp_path, port=port, count=10)
+    master = cyclone("master", "--config", str(path), "--pid-file", str(pid_file))
+    wait_until(lambda: pid_file.exists() and status(port), 30, "the master")
+    refusal = p.decode(_ask(port, b"\x00\x01 garbage"))
+    assert isinstance(refusal, p.Refuse)
+    assert "not a msgpack message" in refusal.reason
+    hello = msgpack.packb({"v": 2, "t": "hello", "controller_id": "future", "host": "h", "pid": 1})
+    refusal = p.decode(_ask(port, hello))
+    assert isinstance(refusal, p.Refuse)
+    assert "protocol version 2 is not supported" in refusal.reason
+    with socket.create_connection(("127.0.0.1", port)) as raw:  # not even ZeroMQ
+        raw.sendall(b"GET / HTTP/1.0\r\n\r\n")
+    snapshot = status(port)
+    assert snapshot["protocol_errors"] == 2
+    assert master.popen.poll() is None
+    second = cyclone("master", "--config", str(path), "--pid-file", str(pid_file), "--bind", "tcp://127.0.0.1:0")
+    assert second.wait(30) == 1
+    assert f"error: already running (pid {master.pid}, pid file {pid_file})" in second.output()
+    master.signal(signal.SIGTERM)
+    assert master.wait(30) == 0, master.output()
+    assert "ignored a bad message from peer" in master.output()
+    assert not pid_file.exists()
+
+
+def test_a_failing_sink_catches_up_once_it_recovers(cyclone, tmp_path) -> None:
+    port = free_port()
+    down = tmp_path / "sink-is-down"
+    down.touch()
+    path, out = config(tmp_path, port=port, count=50, probe={"down_while": str(down)})
+    master = cyclone("master", "--config", str(path))
+    cyclone("controller", "--config", str(path))
+
+    def failing() -> dict[str, Any] | None:
+        sink = status(port)["sinks"][0]
+        return sink if sink["backlog"] == 50 and sink["errors"] else None
+
+    sink = wait_until(failing, 60, "the sink to fail with every result waiting")
+    assert "probe sink is down" in sink["last_error"]
+    down.unlink()
+    assert master.wait(60) == 0, master.output()
+    assert keys(read_probe(out)) == Counter(str(i) for i in range(50))
+    assert "sink 'probe' recovered" in master.output()
+
+
+def test_ctrl_c_drains_a_run_and_still_prints_the_summary(cyclone, tmp_path) -> None:
+    run = cyclone("run", "--workers", "2", "-g", "count=1000", "-g", "task=sleep", "-g", "args.seconds=0.05", "--json",
+                  "--journal", str(tmp_path / "j.sqlite"))  # fmt: skip
+    # The controller, its fork server and two workers.
+    children = wait_until(lambda: len(descendants(run.pid)) >= 4 and descendants(run.pid), 60, "the workers")
+    run.signal(signal.SIGINT)
+    assert run.wait(60) == 1, run.output()
+    summary = json.loads(run.output().strip().splitlines()[-1])
+    assert summary["interrupted"] is True
+    assert 0 < summary["submitted"] <= 1000
+    wait_gone(children, "the run's controller and workers")
+
+
+def test_status_of_an_unreachable_master_is_one_line(cyclone) -> None:
+    port = free_port()
+    status_cmd = cyclone("status", "--master", f"tcp://127.0.0.1:{port}", "--timeout", "0.5")
+    assert status_cmd.wait(30) == 1
+    assert status_cmd.output().strip() == f"error: no answer from a master at tcp://127.0.0.1:{port} within 0.5 s"
+
+
+def test_a_bad_option_is_exit_code_two(cyclone) -> None:
+    run = cyclone("run", "-g", "count=many")
+    assert run.wait(30) == 2
+    lines = run.output().strip().splitlines()
+    assert lines == ["error: generator 'benchmark': count: expected a whole number, got 'many'"]

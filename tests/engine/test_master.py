@@ -1,0 +1,247 @@
+"""The master's event loop against scripted peers on a real ROUTER socket (no controller)."""
+
+from __future__ import annotations
+
+import socket
+import urllib.request
+from typing import Any
+
+import msgpack
+import pytest
+
+from cyclone_core.builtins.generators import BenchmarkGenerator
+from cyclone_core.config import MasterSettings
+from cyclone_core.engine import protocol as p
+from cyclone_core.engine.master import Master
+from cyclone_core.errors import ConfigError
+from cyclone_core.model import Result, Status
+
+
+def ok(task: p.TaskEnvelope, controller: str = "c1") -> Result:
+    return Result(task.id, task.type, Status.OK, key=task.key, attempt=task.attempt, controller=controller)
+
+
+def status(peer: Any) -> dict[str, Any]:
+    peer.send(p.StatusRequest())
+    return peer.expect(p.StatusReply).snapshot
+
+
+def test_a_controller_runs_a_whole_run_within_its_credit(start_master, peer, sink, wait) -> None:
+    running = start_master(BenchmarkGenerator(count=10), [sink])
+    c = peer(running.endpoint)
+    welcome = c.hello("c1", credit=4)
+    assert welcome.run_id
+    done: list[str] = []
+    while len(done) < 10:
+        tasks = c.expect(p.Dispatch).tasks
+        assert 1 <= len(tasks) <= 4
+        c.send(p.Results([ok(t) for t in tasks], credit=len(tasks)))
+        assert sorted(c.expect(p.Ack).task_ids) == sorted(t.id for t in tasks)
+        done += [t.id for t in tasks]
+    assert c.expect(p.Shutdown).reason == "all tasks are done"
+    c.send(p.Goodbye())
+    assert running.join() == 0
+    assert sorted(sink.ids()) == sorted(done)
+    assert sorted(t.key for t in sink.results) == sorted(str(i) for i in range(10))
+    assert len({i.rsplit("-", 1)[0] for i in done}) == 1  # <run_id>-<seq>
+
+
+def test_garbage_and_other_versions_are_refused_and_the_master_keeps_running(start_master, peer, sink) -> None:
+    running = start_master(BenchmarkGenerator(count=3), [sink])
+    stranger = peer(running.endpoint)
+    stranger.send_raw(b"\xc1 certainly not msgpack")
+    assert "bad message: not a msgpack message" in stranger.expect(p.Refuse).reason
+    future = peer(running.endpoint)
+    future.send_raw(msgpack.packb({"v": 2, "t": "hello", "controller_id": "x"}))
+    assert "protocol version 2 is not supported (this side speaks 1)" in future.expect(p.Refuse).reason
+    multi = peer(running.endpoint)
+    multi.send_raw(b"a", b"b")
+    assert "expected one frame, got 2" in multi.expect(p.Refuse).reason
+    stranger.send_raw(b"more garbage")  # counted, but not answered again so soon
+    c = peer(running.endpoint)
+    c.hello("c1", credit=3)
+    assert len(c.expect(p.Dispatch).tasks) == 3
+    snap = status(c)
+    assert snap["protocol_errors"] == 4
+    assert [ctl["id"] for ctl in snap["controllers"]] == ["c1"]
+
+
+def test_a_hello_without_a_known_task_type_is_refused(start_master, peer) -> None:
+    running = start_master(BenchmarkGenerator(count=1))
+    c = peer(running.endpoint)
+    c.send(p.Hello(controller_id="c9", host="h", pid=1, workers=1, credit=1, task_types=["warp-drive"]))
+    assert c.expect(p.Refuse).reason == "this controller runs none of the task types the master knows"
+
+
+def test_an_unknown_controller_is_asked_to_hello_and_its_results_still_count(start_master, peer, sink, wait) -> None:
+    running = start_master(BenchmarkGenerator(count=2), [sink])
+    first = peer(running.endpoint)
+    first.hello("c1", credit=2)
+    tasks = first.expect(p.Dispatch).tasks
+    # Another connection (as after a master restart) reports the results without a Hello.
+    other = peer(running.endpoint)
+    other.send(p.Heartbeat(running=[t.id for t in tasks]))
+    assert isinstance(other.recv(), p.Rehello)
+    other.send(p.Results([ok(t, "c1") for t in tasks], credit=2))
+    assert sorted(other.expect(p.Ack).task_ids) == sorted(t.id for t in tasks)
+    wait(lambda: len(sink.results) == 2, what="results in the sink")
+
+
+def test_status_reports_controllers_queue_and_counters(start_master, peer) -> None:
+    running = start_master(BenchmarkGenerator(count=50), window=20)
+    c = peer(running.endpoint)
+    c.hello("c1", credit=5)
+    tasks = c.expect(p.Dispatch).tasks
+    c.send(p.Results([ok(t) for t in tasks[:2]], credit=0))
+    c.expect(p.Ack)
+    snap = status(peer(running.endpoint))
+    assert (snap["submitted"], snap["queued"], snap["in_flight"], snap["succeeded"]) == (
+        22,
+        17,
+        3,
+        2,
+    )  # the window refilled
+    assert snap["controllers"][0]["id"] == "c1"
+    assert snap["controllers"][0]["in_flight"] == 3
+    assert {"failed", "quarantined", "timed_out", "crashed", "tasks_per_second", "sinks", "run_id"} <= snap.keys()
+
+
+def test_stopping_tells_controllers_to_finish_and_waits_for_their_goodbye(start_master, peer, sink) -> None:
+    running = start_master(BenchmarkGenerator(count=100), [sink], window=10)
+    c = peer(running.endpoint)
+    c.hello("c1", credit=4)
+    tasks = c.expect(p.Dispatch).tasks
+    running.master.request_stop()
+    assert c.expect(p.Shutdown).reason == "master is stopping"
+    c.send(p.Results([ok(tasks[0])], credit=1))
+    c.send(p.Handback([t.id for t in tasks[1:]]))
+    c.send(p.Goodbye())
+    assert running.join() == 0
+    assert running.master.interrupted
+    assert sink.ids() == [tasks[0].id]
+
+
+def test_a_master_resumes_its_journal_without_losing_or_repeating_a_task(start_master, peer, sink, tmp_path) -> None:
+    journal = str(tmp_path / "resume.sqlite")
+    first = start_master(BenchmarkGenerator(count=30), [sink], journal=journal, window=8)
+    c = peer(first.endpoint)
+    c.hello("c1", credit=5)
+    tasks = c.expect(p.Dispatch).tasks
+    c.send(p.Results([ok(t) for t in tasks[:3]], credit=0))
+    c.expect(p.Ack)
+    first.master.request_stop()
+    first.master.request_stop()  # no drain: the two unreported tasks stay leased in the journal
+    first.join()
+
+    second = start_master(BenchmarkGenerator(count=30), [sink], journal=journal, window=8)
+    c2 = peer(second.endpoint)
+    c2.hello("c2", credit=100)
+    seen: list[str] = []
+    while True:
+        message = c2.expect((p.Dispatch, p.Shutdown, p.Ack))
+        if isinstance(message, p.Shutdown):
+            break
+        if isinstance(message, p.Ack):
+            continue
+        seen += [t.id for t in message.tasks]
+        c2.send(p.Results([ok(t, "c2") for t in message.tasks], credit=len(message.tasks)))
+    c2.send(p.Goodbye())
+    assert second.join() == 0
+    assert {t.id for t in tasks[3:]} <= set(seen)
+    assert len(sink.ids()) == len(set(sink.ids())) == 30
+    assert sorted(int(i.rsplit("-", 1)[1]) for i in sink.ids()) == list(range(1, 31))
+
+
+def test_a_failing_sink_catches_up_without_holding_up_dispatch(start_master, peer, sink, wait) -> None:
+    sink.down = "database is down"
+    running = start_master(BenchmarkGenerator(count=40), [sink])
+    c = peer(running.endpoint)
+    c.hello("c1", credit=20)
+    tasks = c.expect(p.Dispatch).tasks
+    assert len(tasks) == 20
+    c.send(p.Results([ok(t) for t in tasks], credit=0))
+    c.expect(p.Ack)
+    snap = wait(lambda: (s := status(c))["sinks"][0]["errors"] and s, what="a sink error in the status")
+    assert snap["succeeded"] == 20
+    assert snap["sinks"][0]["backlog"] == 20
+    assert snap["sinks"][0]["last_error"] == "ConnectionError: database is down"
+    sink.down = None
+    wait(lambda: len(sink.results) == 20, what="the sink to catch up")
+    assert wait(lambda: status(c)["sinks"][0]["backlog"] == 0, what="an empty backlog")
+
+
+def test_results_that_cannot_be_delivered_make_the_exit_code_one(start_master, peer, sink, tmp_path) -> None:
+    sink.down = "still down"
+    running = start_master(BenchmarkGenerator(count=2), [sink])
+    running.master.delivery_timeout = 0.5
+    c = peer(running.endpoint)
+    c.hello("c1", credit=2)
+    tasks = c.expect(p.Dispatch).tasks
+    c.send(p.Results([ok(t) for t in tasks], credit=2))
+    c.expect(p.Ack)
+    c.expect(p.Shutdown)
+    c.send(p.Goodbye())
+    assert running.join() == 1
+    assert running.master.undelivered == 2
+
+
+def test_metrics_are_served_over_http(start_master, peer, wait) -> None:
+    running = start_master(BenchmarkGenerator(count=5), metrics_port=_free_port())
+    c = peer(running.endpoint)
+    c.hello("c1", credit=5)
+    tasks = c.expect(p.Dispatch).tasks
+    c.send(p.Results([ok(t) for t in tasks], credit=0))
+    url = f"http://127.0.0.1:{running.master.settings.metrics_port}/metrics"
+
+    def scrape() -> str:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.read().decode()
+
+    def counted() -> str:
+        text = scrape()
+        return text if 'cyclone_tasks_total{outcome="succeeded"} 5.0' in text else ""
+
+    text = wait(counted, what="metrics")
+    assert "cyclone_controllers 1.0" in text
+    assert 'cyclone_task_duration_seconds_bucket{le="+Inf"} 5.0' in text
+    assert "cyclone_protocol_errors_total 0.0" in text
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("bind", ["tcp://256.1.1.1:5678", "nonsense"])
+def test_an_endpoint_that_cannot_be_bound_is_one_clear_error(bind, tmp_path) -> None:
+    master = Master(MasterSettings(bind=bind, journal=str(tmp_path / "j.sqlite")), BenchmarkGenerator(count=1), [])
+    with pytest.raises(ConfigError, match=f"master cannot bind {bind}"):
+        master.open()
+
+
+def test_a_controller_replaced_by_a_new_process_keeps_its_new_connection(tmp_path) -> None:
+    # Driven turn by turn (no loop thread): the old process must be silent past the timeout
+    # when the new one says hello, which a clock cannot arrange reliably.
+    settings = MasterSettings(bind="tcp://127.0.0.1:*", journal=str(tmp_path / "j.sqlite"), controller_timeout=10)
+    master = Master(settings, BenchmarkGenerator(count=5), [])
+    master.open()
+    try:
+        scheduler = master.scheduler
+        assert scheduler is not None
+
+        def hello(identity: bytes, pid: int, now: float) -> None:
+            message = p.Hello(controller_id="c1", host="h", pid=pid, workers=1, credit=1, task_types=["noop"])
+            master._on_hello(identity, message, now)
+            master._feed(now)
+            master._apply(scheduler.take(now), now)
+
+        hello(b"old", 1, 0.0)
+        hello(b"new", 2, 30.0)  # the old process has been silent for 30 s
+        assert master._identities == {"c1": b"new"}
+        assert master._peers == {b"new": "c1"}
+        scheduler.grant("c1", 1, 31.0)
+        master._apply(scheduler.take(31.0), 31.0)  # dispatches to the new connection
+        assert len(scheduler.controllers["c1"].leases) == 2
+    finally:
+        master.close()
