@@ -164,3 +164,18 @@ def test_the_fixtures_are_loaded_for_plugin_tests_and_clean_up(tmp_path: Path) -
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "2 passed" in done.stdout
+
+
+def test_cyclone_cluster_runs_a_generator_end_to_end(cyclone_cluster) -> None:
+    run = cyclone_cluster("benchmark", {"count": 20, "task": "sleep", "args": {"seconds": 0.01}})
+    assert run.exit_code == 0
+    assert run.summary["succeeded"] == 20
+    assert sorted(r["key"] for r in run.results) == sorted(str(i) for i in range(20))
+    assert {r["status"] for r in run.results} == {"ok"}
+
+
+def test_cyclone_cluster_reports_crashes_as_quarantined(cyclone_cluster) -> None:
+    run = cyclone_cluster("benchmark", {"count": 2, "task": "crash"}, master={"max_crash_retries": 1})
+    assert run.exit_code == 1
+    assert [r["status"] for r in run.results] == ["quarantined", "quarantined"]
+    assert all(len(r["history"]) == 2 for r in run.results)

@@ -12,7 +12,6 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any, TextIO
 
-import attrs
 import typer
 from rich.console import Console
 
@@ -26,7 +25,7 @@ from cyclone_core.config import (
     build_sinks,
     load_config,
 )
-from cyclone_core.engine.local import LocalControllers
+from cyclone_core.engine.local import run_local
 from cyclone_core.engine.master import Master
 from cyclone_core.engine.pidfile import PidFile
 from cyclone_core.engine.status import fetch_status, render_status
@@ -204,46 +203,28 @@ def run(  # noqa: PLR0917  (typer passes options as parameters)
     config = _load(config_path, generator, generator_options, sinks, sink_options)
     if not _debug():
         logging.getLogger("cyclone").setLevel(logging.WARNING)  # the progress line and summary say it all
-    settings = attrs.evolve(config.master, bind="tcp://127.0.0.1:*", pid_file="")
     if journal is not None:
-        settings.journal = journal
+        config.master.journal = journal
     if metrics_port is not None:
-        settings.metrics_port = metrics_port
-    children: LocalControllers | None = None
+        config.master.metrics_port = metrics_port
     bar = _ProgressLine(sys.stderr) if sys.stderr.isatty() else None
+    with contextlib.ExitStack() as stack:
 
-    def on_progress(snapshot: dict[str, Any]) -> None:
-        if children is not None and children.all_exited() and not the_master.stopping:
-            log.error("the local controllers exited (codes %s) before the run finished", children.exit_codes())
-            the_master.request_stop()
-        if bar is not None:
-            bar(snapshot)
+        def on_master(the_master: Master) -> None:
+            stack.enter_context(_stop_on_signals(the_master.request_stop, "the run"))
 
-    the_master = Master(settings, build_generator(config), build_sinks(config), progress=on_progress)
-    endpoint = the_master.open()
-    code: int | None = None
-    try:
-        controller_settings = attrs.evolve(
-            config.controller, master=endpoint, workers=workers or config.controller.workers, id="", pid_file=""
-        )
-        children = LocalControllers(controllers, controller_settings)
-        children.start()
-        with _stop_on_signals(the_master.request_stop, "the run"):
-            code = the_master.run()
-    finally:
-        if bar is not None:
-            bar.clear()
-        if children is not None:
-            # After a clean run the master told them to exit; after a failure nobody will.
-            children.stop(timeout=10.0 if code is not None else 0.0)
-        the_master.close()
-    summary = the_master.summary()
+        try:
+            code, summary = run_local(
+                config, controllers=controllers, workers=workers, progress=bar, on_master=on_master
+            )
+        finally:
+            if bar is not None:
+                bar.clear()
     if as_json:
         typer.echo(json.dumps(summary))
     else:
         _print_summary(summary)
-    all_ok = summary["succeeded"] == summary["submitted"] and not summary["interrupted"]
-    raise typer.Exit(0 if code == 0 and all_ok else 1)
+    raise typer.Exit(code)
 
 
 # -- the daemons ------------------------------------------------------------------------------

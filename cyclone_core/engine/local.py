@@ -1,4 +1,5 @@
-"""Controllers as child processes of this one: the embedded ``cyclone run``.
+"""Controllers as child processes of this one, and the embedded run (``cyclone run``) built on
+them.
 
 Each child is a fresh interpreter (``spawn``: the master's threads and sockets are not forked)
 running :func:`~cyclone_core.engine.controller.run_controller`.  A child leaves the terminal's
@@ -16,11 +17,16 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from multiprocessing.process import BaseProcess
+from typing import Any
 
-from cyclone_core.config import ControllerSettings
+import attrs
 
-__all__ = ("LocalControllers",)
+from cyclone_core.config import Config, ControllerSettings, build_generator, build_sinks
+from cyclone_core.engine.master import Master
+
+__all__ = ("LocalControllers", "run_local")
 
 log = logging.getLogger("cyclone.local")
 
@@ -85,3 +91,58 @@ class LocalControllers:
         for process in self.processes:
             process.close()
         self.processes = []
+
+
+def run_local(
+    config: Config,
+    *,
+    controllers: int = 1,
+    workers: int | None = None,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+    on_master: Callable[[Master], None] | None = None,
+) -> tuple[int, dict[str, Any]]:
+    """Run a whole job in this process: a master on a free loopback port plus ``controllers``
+    local controllers, until the generator is exhausted and every task has settled.
+
+    Returns ``cyclone run``'s exit code (0 when every task succeeded, else 1) and the master's
+    summary.  The master stops early (and drains) when
+    its controllers all exit, or when asked to with :meth:`Master.request_stop` (``on_master``
+    receives the master just before it runs, so a caller can wire signals to that).  The child
+    controllers are always reaped.
+
+    :param config: the settings, generator and sinks (``config.master.bind`` and ``pid_file``
+        are ignored).
+    :param controllers: how many local controllers.
+    :param workers: worker processes per controller; ``None`` keeps ``config.controller.workers``.
+    :param progress: called with a status snapshot about once a second.
+    """
+    settings = attrs.evolve(config.master, bind="tcp://127.0.0.1:*", pid_file="")
+    children: LocalControllers | None = None
+
+    def on_progress(snapshot: dict[str, Any]) -> None:
+        if children is not None and children.all_exited() and not the_master.stopping:
+            log.error("the local controllers exited (codes %s) before the run finished", children.exit_codes())
+            the_master.request_stop()
+        if progress is not None:
+            progress(snapshot)
+
+    the_master = Master(settings, build_generator(config), build_sinks(config), progress=on_progress)
+    endpoint = the_master.open()
+    code: int | None = None
+    try:
+        controller_settings = attrs.evolve(
+            config.controller, master=endpoint, workers=workers or config.controller.workers, id="", pid_file=""
+        )
+        children = LocalControllers(controllers, controller_settings)
+        children.start()
+        if on_master is not None:
+            on_master(the_master)
+        code = the_master.run()
+    finally:
+        if children is not None:
+            # After a clean run the master told them to exit; after a failure nobody will.
+            children.stop(timeout=10.0 if code is not None else 0.0)
+        the_master.close()
+    summary = the_master.summary()
+    all_ok = summary["succeeded"] == summary["submitted"] and not summary["interrupted"]
+    return (0 if code == 0 and all_ok else 1), summary
