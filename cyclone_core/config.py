@@ -69,7 +69,8 @@ class MasterSettings:
 
     #: ZeroMQ endpoint the master binds; controllers connect to it.
     bind: str = "tcp://*:5678"
-    #: SQLite journal; a master restarted on the same journal resumes.  Empty: in memory.
+    #: SQLite journal; a master restarted on the same journal resumes.  Empty: a journal in a
+    #: temporary directory, removed at the end (kept, and named, if results are left undelivered).
     journal: str = ""
     #: One master per pid file; a stale file (dead pid) is replaced.  Empty: no pid file.
     pid_file: str = ""

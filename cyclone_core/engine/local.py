@@ -140,8 +140,9 @@ def run_local(
         code = the_master.run()
     finally:
         if children is not None:
-            # After a clean run the master told them to exit; after a failure nobody will.
-            children.stop(timeout=10.0 if code is not None else 0.0)
+            # After a clean run the master told them to exit; one that never registered (the run
+            # ended first) or a failure leaves them running: SIGTERM makes them drain and go.
+            children.stop(timeout=3.0 if code is not None else 0.0)
         the_master.close()
     summary = the_master.summary()
     all_ok = summary["succeeded"] == summary["submitted"] and not summary["interrupted"]
