@@ -163,9 +163,10 @@ def _print_summary(summary: dict[str, Any]) -> None:
     latency = ""
     if summary["latency_ms_p50"] is not None:
         latency = f"; round trip p50 {summary['latency_ms_p50']:.2f} ms, p99 {summary['latency_ms_p99']:.2f} ms"
+    rate = summary["tasks_per_second"]
     typer.echo(
         f"run {summary['run_id']}: {settled:,} tasks in {summary['duration_s']:.2f} s "
-        f"({summary['tasks_per_second']:,.0f} tasks/s){latency}"
+        f"({rate:,.{0 if rate >= 100 else 1}f} tasks/s){latency}"
     )
     typer.echo(
         f"  {summary['succeeded']:,} succeeded, {summary['failed']:,} failed, "
