@@ -51,8 +51,8 @@ def run(workers: int, seconds: float, window: int, depth: int) -> None:
                 break
             pool.wait(5.0)
             now = clock()
-            for result in pool.results:
-                latencies.append(now - submitted.pop(result.task_id))
+            for row in pool.results:
+                latencies.append(now - submitted.pop(row[0]))
             done += len(pool.results)
             pool.results.clear()
         elapsed = clock() - start

@@ -59,16 +59,15 @@ from cyclone_core.engine.protocol import (
     ProtocolError,
     Refuse,
     Rehello,
-    Results,
     Shutdown,
     TaskEnvelope,
     Welcome,
     decode,
     encode,
+    encode_results,
 )
 from cyclone_core.engine.workers import WorkerPool
 from cyclone_core.errors import ConfigError, CycloneError
-from cyclone_core.model import Result
 from cyclone_core.plugins import get_plugins
 
 __all__ = ("HOLD_BUDGET", "INITIAL_PREFETCH", "MAX_PREFETCH", "MIN_PREFETCH", "Controller", "run_controller")
@@ -124,8 +123,9 @@ class Controller:
         self.workers = settings.workers or len(os.sched_getaffinity(0))
         self.task_types = sorted(get_plugins().task_types())
         self.pool = WorkerPool(self.workers, controller_id=self.id)
-        #: Results not acknowledged yet, by task id, with when they were last sent (oldest first).
-        self.unacked: dict[str, tuple[Result, float]] = {}
+        #: Result rows not acknowledged yet, by task id, with when they were last sent (oldest
+        #: first).  Rows as the workers made them: the controller never builds result objects.
+        self.unacked: dict[str, tuple[list[Any], float]] = {}
         self._context: zmq.Context[zmq.Socket[bytes]] | None = None
         self._socket: zmq.Socket[bytes] | None = None
         self._welcomed = False
@@ -300,9 +300,9 @@ class Controller:
         self._send_heartbeat(now)
         if self.unacked:
             log.info("re-sending %d unacknowledged results", len(self.unacked))
-            results = [result for result, _ in self.unacked.values()]
-            self.unacked = {result.task_id: (result, now) for result in results}
-            self._send_results(results)
+            rows = [row for row, _ in self.unacked.values()]
+            self.unacked = {row[0]: (row, now) for row in rows}
+            self._send_results(rows)
 
     def _complain(self, problem: str) -> None:
         """Garbage from the master's address: counted and logged now and then, never fatal."""
@@ -415,8 +415,8 @@ class Controller:
         if fresh:
             pool.results = []
             unacked = self.unacked
-            for result in fresh:
-                unacked[result.task_id] = (result, now)
+            for row in fresh:
+                unacked[row[0]] = (row, now)
         if not self._welcomed:
             return  # kept: sent once welcomed
         for task_ids, reason in self._handbacks:
@@ -425,19 +425,19 @@ class Controller:
         if fresh or self._credit() > 0:
             self._send_results(fresh)
 
-    def _send_results(self, results: list[Result]) -> None:
-        """Send ``results`` with the credit free now, in one message or, should that exceed the
-        frame limit, in halves."""
+    def _send_results(self, rows: list[list[Any]]) -> None:
+        """Send the result ``rows`` with the credit free now, in one message or, should that
+        exceed the frame limit, in halves."""
         credit = self._credit()
         self._outstanding += credit
-        self._send_frames(results, credit)
+        self._send_frames(rows, credit)
 
-    def _send_frames(self, results: list[Result], credit: int) -> None:
-        frame = encode(Results(results, credit))
-        if len(frame) > MAX_FRAME_BYTES and len(results) > 1:
-            half = len(results) // 2
-            self._send_frames(results[:half], credit)
-            self._send_frames(results[half:], 0)
+    def _send_frames(self, rows: list[list[Any]], credit: int) -> None:
+        frame = encode_results(rows, credit)
+        if len(frame) > MAX_FRAME_BYTES and len(rows) > 1:
+            half = len(rows) // 2
+            self._send_frames(rows[:half], credit)
+            self._send_frames(rows[half:], 0)
         else:
             self._send_frame(frame, "results")
 

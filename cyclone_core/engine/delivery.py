@@ -1,11 +1,15 @@
 """Delivery of journaled results to the sinks: one thread per sink, the journal as outbox.
 
-Each thread reads the outbox through its own SQLite connection, hands the sink batches of up
-to ``batch_size`` results (fewer once the oldest has waited ``flush_interval``), and moves the
-sink's delivered mark when ``write`` returns.  A sink that fails (in ``open`` or ``write``) is
-retried with exponential backoff up to :data:`BACKOFF_MAX` seconds; the failure is logged as
-one line and counted, and nothing else waits for it: the master keeps dispatching and the
-results wait in the journal.
+Each thread hands the sink batches of up to ``batch_size`` results (fewer once the oldest has
+waited ``flush_interval``), and moves the sink's delivered mark in the journal when ``write``
+returns.  The master hands each thread the results it has just committed (:meth:`offer`), so
+that a sink keeping up never reads them back from SQLite; whatever is not in memory (results
+from before a restart, or those of a sink that fell far behind) is read from the journal
+through the thread's own connection.  The journal stays the durable record either way.
+
+A sink that fails (in ``open`` or ``write``) is retried with exponential backoff up to
+:data:`BACKOFF_MAX` seconds; the failure is logged as one line and counted, and nothing else
+waits for it: the master keeps dispatching and the results wait in the journal.
 """
 
 from __future__ import annotations
@@ -13,13 +17,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from typing import TYPE_CHECKING
 
 from cyclone_core.engine.journal import Outbox
 
 if TYPE_CHECKING:
     from cyclone_core.engine.journal import Journal
-    from cyclone_core.model import ResultSink
+    from cyclone_core.model import Result, ResultSink
 
 __all__ = ("BACKOFF_MAX", "SinkDelivery")
 
@@ -28,6 +33,9 @@ log = logging.getLogger("cyclone.delivery")
 #: Longest wait between two attempts to deliver to a failing sink, seconds.
 BACKOFF_MAX = 30.0
 _BACKOFF_FIRST = 0.5
+#: Results a delivery thread keeps in memory at most; past that, new ones are read from the
+#: journal when their turn comes (a sink that is down does not make the master grow).
+MEMORY_RESULTS = 20_000
 
 
 def _one_line(exc: BaseException) -> str:
@@ -60,6 +68,10 @@ class SinkDelivery:
         self._abort = threading.Event()
         self._ready = threading.Event()
         self._oldest: tuple[int, float | None] = (-1, None)
+        # Committed results handed over by the master: (number of the first, when, results).
+        self._fresh: deque[tuple[int, float, list[Result]]] = deque()
+        self._fresh_count = 0
+        self._fresh_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name=f"cyclone-sink-{self.name}", daemon=True)
 
     @property
@@ -72,9 +84,48 @@ class SinkDelivery:
         self._thread.start()
         self._ready.wait(30.0)
 
-    def notify(self) -> None:
-        """New results were committed to the journal."""
-        self._wake.set()
+    def offer(self, first: int, at: float, results: list[Result]) -> None:
+        """``results``, numbered from ``first``, were just committed to the journal at ``at``
+        (epoch seconds): keep them for the sink, unless too many wait already."""
+        with self._fresh_lock:
+            if self._fresh_count + len(results) <= MEMORY_RESULTS:
+                self._fresh.append((first, at, results))
+                self._fresh_count += len(results)
+        # The thread needs waking when it had nothing to do (it then times the flush of these
+        # itself) or when a whole batch waits; not on every commit in between.
+        if first - 1 <= self.mark or first + len(results) - 1 - self.mark >= self.sink.batch_size:
+            self._wake.set()
+
+    def _take_fresh(self, mark: int, limit: int) -> tuple[int, list[Result]]:
+        """Up to ``limit`` results from number ``mark + 1`` on, from memory (none when that
+        result is not there), and the number of the last one."""
+        taken: list[Result] = []
+        with self._fresh_lock:
+            fresh = self._fresh
+            while fresh and len(taken) < limit:
+                first, _, results = fresh[0]
+                start = mark + 1 - first
+                if start < 0:
+                    break  # a gap (offers dropped while full): the journal has it
+                if start >= len(results):
+                    fresh.popleft()  # delivered already (from the journal)
+                    self._fresh_count -= len(results)
+                    continue
+                take = results[start : start + limit - len(taken)]
+                taken += take
+                mark += len(take)
+                if start + len(take) == len(results):
+                    fresh.popleft()
+                    self._fresh_count -= len(results)
+        return mark, taken
+
+    def _fresh_at(self, number: int) -> float | None:
+        """When result ``number`` was committed, if it is in memory."""
+        with self._fresh_lock:
+            for first, at, results in self._fresh:
+                if first <= number < first + len(results):
+                    return at
+        return None
 
     def finish(self) -> None:
         """Deliver everything committed so far, then stop (see :attr:`finished`)."""
@@ -153,13 +204,16 @@ class SinkDelivery:
         batch_size = self.sink.batch_size
         if waiting < batch_size and not finishing:
             if self._oldest[0] != outbox.mark:  # the master wakes us often: ask SQLite once per mark
-                self._oldest = (outbox.mark, outbox.oldest_at())
+                at = self._fresh_at(outbox.mark + 1)
+                self._oldest = (outbox.mark, at if at is not None else outbox.oldest_at())
             oldest = self._oldest[1]
             left = oldest + self.sink.flush_interval - time.time() if oldest is not None else 0.0
             if left > 0:
                 self._wait(left)
                 return True
-        last, results = outbox.fetch(batch_size)
+        last, results = self._take_fresh(outbox.mark, batch_size)
+        if not results:
+            last, results = outbox.fetch(batch_size)
         if results:
             self.sink.write(results)
             outbox.delivered(last)

@@ -435,13 +435,17 @@ class Master:
         journal = self.journal
         assert journal is not None
         assert self.scheduler is not None
-        if actions.settled:
+        results = [result for _, result in actions.settled]
+        if results:
             journal.settled(actions.settled)
         if actions.requeued:
             journal.retried(actions.requeued)
-        if journal.commit():
+        added = journal.commit()
+        if added:
+            # The delivery threads take them from memory: no reading back from the journal.
+            first, at = journal.last_result - added + 1, time.time()
             for delivery in self.deliveries:
-                delivery.notify()
+                delivery.offer(first, at, results)
         if journal.needs_compaction:
             self._compact()
         if self._acks:
@@ -452,8 +456,8 @@ class Master:
             self._send_frame(self._identities[controller_id], protocol.encode_dispatch(records))
         if actions.lost:
             self._forget(actions.lost)
-        if actions.settled:
-            self._deliver_to_plugins([result for _, result in actions.settled])
+        if results:
+            self._deliver_to_plugins(results)
 
     def _forget(self, controllers: list[LostController]) -> None:
         """Controllers that left or were declared lost: their messages now get Rehello."""

@@ -54,7 +54,8 @@ result is ``[task_id, task_type, status, key, attempt, started_at, duration, err
 payload, controller, history]`` with each metric ``[name, value, unit, labels, timestamp,
 kind]`` and each history entry ``[attempt, status, error, controller, finished_at]``.
 :func:`result_to_row` and :func:`result_from_row` are the same encoding for the journal, and
-:func:`encode_dispatch` builds a Dispatch frame straight from the master's task records.
+:func:`encode_dispatch` builds a Dispatch frame straight from the master's task records, and
+:func:`encode_results` a Results frame from result rows.
 """
 
 from __future__ import annotations
@@ -93,8 +94,10 @@ __all__ = (
     "decode",
     "encode",
     "encode_dispatch",
+    "encode_results",
     "envelope_from_row",
     "envelope_to_row",
+    "metric_rows",
     "result_from_row",
     "result_to_row",
 )
@@ -345,6 +348,11 @@ def _attempt_from_row(row: Any) -> Attempt:
     return Attempt(attempt, _STATUS[status], error, controller, finished_at)
 
 
+def metric_rows(metrics: Iterable[Metric]) -> list[list[Any]]:
+    """The compact rows of ``metrics``, as a result row holds them."""
+    return [[m.name, m.value, m.unit, m.labels, m.timestamp, m.kind.value] for m in metrics]
+
+
 def result_to_row(result: Result) -> list[Any]:
     """The compact row of a result (wire and journal)."""
     metrics = result.metrics
@@ -358,7 +366,7 @@ def result_to_row(result: Result) -> list[Any]:
         result.started_at,
         result.duration,
         result.error,
-        [[m.name, m.value, m.unit, m.labels, m.timestamp, m.kind.value] for m in metrics] if metrics else [],
+        metric_rows(metrics) if metrics else [],
         result.payload,
         result.controller,
         [[a.attempt, a.status.value, a.error, a.controller, a.finished_at] for a in history] if history else [],
@@ -420,7 +428,9 @@ def encode(message: Message) -> bytes:
     if type(message) is Dispatch:
         data: dict[str, Any] = {"tasks": [envelope_to_row(task) for task in message.tasks]}
     elif type(message) is Results:
-        data = {"results": [result_to_row(result) for result in message.results], "credit": message.credit}
+        return encode_results([result_to_row(result) for result in message.results], message.credit)
+    elif type(message) is Ack:  # one per controller and turn of the master's loop
+        data = {"task_ids": message.task_ids}
     else:
         data = converter.unstructure(message)
     data["v"] = PROTOCOL_VERSION
@@ -458,6 +468,13 @@ def encode_dispatch(tasks: Iterable[EnvelopeLike]) -> bytes:
     :class:`TaskEnvelope` (the master dispatches its task records without copying them)."""
     rows = [[t.id, t.type, t.args, t.attempt, t.timeout, t.key] for t in tasks]
     return _pack({"tasks": rows, "v": PROTOCOL_VERSION, "t": Dispatch.tag})
+
+
+def encode_results(rows: list[list[Any]], credit: int) -> bytes:
+    """The frame of ``Results`` whose results are rows already (as :func:`result_to_row` makes
+    them): a controller forwards its workers' rows as they are, and :func:`decode` on the
+    master's side validates them like any other."""
+    return _pack({"results": rows, "credit": credit, "v": PROTOCOL_VERSION, "t": Results.tag})
 
 
 def _decode_rows(data: dict[str, Any], field: str, from_row: Any) -> list[Any]:

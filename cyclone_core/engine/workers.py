@@ -64,7 +64,7 @@ import zmq
 
 from cyclone_core.convert import structure
 from cyclone_core.engine.pool_state import Job, PoolState, WorkerBook
-from cyclone_core.engine.protocol import MAX_FRAME_BYTES, TaskEnvelope, result_from_row, result_to_row
+from cyclone_core.engine.protocol import MAX_FRAME_BYTES, TaskEnvelope, metric_rows, result_to_row
 from cyclone_core.errors import CycloneError
 from cyclone_core.model import Outcome, Result, Status, Task, TaskContext
 from cyclone_core.plugins import get_plugins
@@ -126,8 +126,9 @@ class WorkerPool:
     The pool does no waiting of its own: its owner polls :meth:`poll_items` (with ZeroMQ's
     poller, beside its own sockets), passes what is ready to :meth:`handle`, and wakes up no
     later than :meth:`next_deadline`.  What the pool produces accumulates in :attr:`results`
-    (terminal results, in the order they ended) and :attr:`handed_back` (ids of tasks it gives
-    up unstarted while draining); the owner takes them away.
+    (terminal results as the protocol's result rows, in the order they ended) and
+    :attr:`handed_back` (ids of tasks it gives up unstarted while draining); the owner takes
+    them away.
 
     :param size: number of worker processes.
     :param controller_id: written into every result.
@@ -152,7 +153,9 @@ class WorkerPool:
         self.controller_id = controller_id
         self.kill_grace = kill_grace
         self.state = PoolState(depth, budget)
-        self.results: list[Result] = []
+        #: Result rows (see :func:`~cyclone_core.engine.protocol.result_to_row`): the
+        #: controller sends them on as they are, the master validates them.
+        self.results: list[list[Any]] = []
         self.handed_back: list[str] = []
         self._workers: dict[WorkerBook, _Worker] = {}
         self._dying: list[_Worker] = []
@@ -160,6 +163,9 @@ class WorkerPool:
         self._failed_starts = 0
         self._closed = False
         self._deadline: float | None = None
+        # One receive buffer for every worker (the unpackers copy what they are fed): a fresh
+        # buffer per read costs the kernel a mapping and an unmapping each time.
+        self._buffer = memoryview(bytearray(_READ_SIZE))
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -343,18 +349,19 @@ class WorkerPool:
         del worker.outbuf[:sent]
 
     def _read(self, worker: _Worker) -> None:
+        buffer = self._buffer
         while True:
             try:
-                data = worker.sock.recv(_READ_SIZE)
+                size = worker.sock.recv_into(buffer)
             except BlockingIOError:
                 break
             except OSError:
-                data = b""
-            if not data:
+                size = 0
+            if not size:
                 worker.eof = True
                 break
-            worker.unpacker.feed(data)
-            if len(data) < _READ_SIZE:
+            worker.unpacker.feed(buffer[:size])
+            if size < _READ_SIZE:
                 break
         try:
             for message in worker.unpacker:
@@ -388,34 +395,36 @@ class WorkerPool:
         else:
             raise ValueError(f"unknown message kind {kind!r}")
 
-    def _add_result(self, result: Result) -> None:
-        self.results.append(result)
-        self.state.learn(result.task_type, result.duration)
+    def _add_result(self, row: list[Any]) -> None:
+        self.results.append(row)
+        self.state.learn(row[1], row[6])
 
-    def _result(self, job: Job, row: Any) -> Result:
-        try:
-            return result_from_row(row)
-        except ValueError as exc:
-            # The task returned metrics or a payload that is not plain data of the right shape.
-            return self._ended(job, None, Status.FAILED, f"the task's result is malformed: {exc}")
+    def _result(self, job: Job, row: Any) -> list[Any]:
+        """The worker's result row, checked only as far as the pool relies on it (its task and
+        duration): the fields the task filled in are validated where the row is decoded."""
+        if type(row) is list and len(row) == 12 and row[0] == job.envelope.id and type(row[6]) is float:
+            return row
+        return self._ended(job, None, Status.FAILED, "the worker sent a malformed result")
 
-    def _ended(self, job: Job, worker: _Worker | None, status: Status, error: str) -> Result:
-        """The result of a task that ended without a result of its own."""
+    def _ended(self, job: Job, worker: _Worker | None, status: Status, error: str) -> list[Any]:
+        """The result row of a task that ended without a result of its own."""
         envelope = job.envelope
         started_at, duration = time.time(), 0.0
         if worker is not None and int(worker.slot[_SEQ]) == job.seq:
             duration = time.monotonic() - worker.slot[_STARTED]
             started_at -= duration
-        return Result(
-            task_id=envelope.id,
-            task_type=envelope.type,
-            status=status,
-            key=envelope.key,
-            attempt=envelope.attempt,
-            started_at=started_at,
-            duration=duration,
-            error=error,
-            controller=self.controller_id,
+        return result_to_row(
+            Result(
+                task_id=envelope.id,
+                task_type=envelope.type,
+                status=status,
+                key=envelope.key,
+                attempt=envelope.attempt,
+                started_at=started_at,
+                duration=duration,
+                error=error,
+                controller=self.controller_id,
+            )
         )
 
     def _reap(self, worker: _Worker) -> None:
@@ -639,16 +648,17 @@ def _serve(sock: socket.socket, slot: Array[c_double], send: Any, runner: _TaskR
     inbox: deque[list[Any]] = deque()
     pending: list[bytes] = []
     first = 0.0
-    recv, monotonic = sock.recv, time.monotonic
+    buffer = memoryview(bytearray(_READ_SIZE))  # reused: the unpacker copies what it is fed
+    recv_into, monotonic = sock.recv_into, time.monotonic
     while True:
         if not inbox:
             if pending:
                 send(b"".join(pending))
                 pending.clear()
-            data = recv(_READ_SIZE)
-            if not data:
+            size = recv_into(buffer)
+            if not size:
                 return
-            unpacker.feed(data)
+            unpacker.feed(buffer[:size])
             for batch in unpacker:
                 inbox.extend(batch)
             continue
@@ -689,29 +699,34 @@ class _TaskRunner:
         seq, task_id, type_name, args, attempt, timeout, key = row
         started_at, start = time.time(), time.perf_counter()
         status, error, outcome = self._execute(task_id, type_name, args, attempt, timeout)
-        result = Result(
+        duration = time.perf_counter() - start
+        metrics = metric_rows(outcome.metrics) if outcome is not None and outcome.metrics else []
+        payload = outcome.payload if outcome is not None else None
+        # The result row itself (see result_to_row): no Result object per task.
+        result = [
             task_id,
             type_name,
-            status,
+            status.value,
             key,
             attempt,
             started_at,
-            time.perf_counter() - start,
+            duration,
             error,
-            outcome.metrics if outcome is not None else [],
-            outcome.payload if outcome is not None else None,
+            metrics,
+            payload,
             self.controller_id,
-        )
+            [],
+        ]
         try:
-            packed: bytes = _pack([_RESULT, seq, result_to_row(result)])
+            packed: bytes = _pack([_RESULT, seq, result])
         except (TypeError, ValueError) as exc:  # msgpack refuses what is not plain data
             error = f"the task's result is not plain data: {exc}"
         else:
             if len(packed) <= MAX_RESULT_BYTES:
                 return packed
             error = f"the task's result takes {len(packed)} bytes; at most {MAX_RESULT_BYTES} are allowed"
-        failed = attrs.evolve(result, status=Status.FAILED, error=error, metrics=[], payload=None)
-        return _pack([_RESULT, seq, result_to_row(failed)])
+        result[2], result[7], result[8], result[9] = Status.FAILED.value, error, [], None
+        return _pack([_RESULT, seq, result])
 
     def _execute(
         self, task_id: str, type_name: str, args: Any, attempt: int, timeout: float | None

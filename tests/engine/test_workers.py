@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from engine_support import alive
 
-from cyclone_core.engine.protocol import TaskEnvelope
+from cyclone_core.engine.protocol import TaskEnvelope, result_from_row
 from cyclone_core.engine.workers import MAX_RESULT_BYTES, WorkerPool
 from cyclone_core.model import Result, Status
 from cyclone_core.plugins import Plugins
@@ -46,7 +46,7 @@ def collect(pool: WorkerPool, count: int) -> list[Result]:
         if remaining <= 0:
             raise AssertionError(f"only {len(results)} of {count} results: {results}")
         pool.wait(remaining)
-        results += pool.results
+        results += [result_from_row(row) for row in pool.results]
         pool.results = []
     return results
 

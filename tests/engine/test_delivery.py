@@ -1,0 +1,80 @@
+"""Delivery threads: results handed over in memory, and the journal behind them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cyclone_core.engine import delivery as delivery_module
+from cyclone_core.engine.delivery import SinkDelivery
+from cyclone_core.engine.journal import Journal
+from cyclone_core.engine.scheduler import TaskRecord
+from cyclone_core.model import Result, Status
+
+
+class Settler:
+    """Journals tasks and their results as the master does: commit, then offer."""
+
+    def __init__(self, path: Path) -> None:
+        self.journal = Journal(path)
+        self.journal.bind_run("benchmark", {}, deterministic=True)
+        self.seq = 0
+
+    def settle(self, count: int, deliveries: list[SinkDelivery]) -> None:
+        records = []
+        for _ in range(count):
+            self.seq += 1
+            records.append(TaskRecord(self.seq, f"{self.journal.run_id}-{self.seq}", "noop", {}))
+        self.journal.add(records)
+        results = [Result(r.id, "noop", Status.OK, key=str(r.seq)) for r in records]
+        self.journal.settled(zip(records, results, strict=True))
+        added = self.journal.commit()
+        for delivery in deliveries:
+            delivery.offer(self.journal.last_result - added + 1, 0.0, results)
+
+
+def test_a_sink_gets_every_result_once_and_in_order_when_memory_overflows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, wait: Callable[..., Any], sink: Any
+) -> None:
+    # A sink that is down lets more results wait than memory keeps: those come from the journal.
+    monkeypatch.setattr(delivery_module, "MEMORY_RESULTS", 25)
+    settler = Settler(tmp_path / "journal.sqlite")
+    sink.batch_size, sink.flush_interval, sink.down = 7, 0.0, "database is down"
+    delivery = SinkDelivery(sink, settler.journal, backoff_max=0.05)
+    delivery.start()
+    try:
+        for _ in range(12):
+            settler.settle(5, [delivery])
+        wait(lambda: delivery.errors >= 2, what="the sink to fail")
+        sink.down = None
+        for _ in range(4):
+            settler.settle(3, [delivery])
+        wait(lambda: delivery.backlog == 0, what="the sink to catch up")
+    finally:
+        delivery.stop(5.0)
+    assert [int(r.key or 0) for r in sink.results] == list(range(1, 73))
+    assert delivery.mark == settler.journal.last_result == 72
+
+
+def test_a_resumed_journal_delivers_what_the_sink_missed_then_takes_new_results_from_memory(
+    tmp_path: Path, wait: Callable[..., Any], sink: Any
+) -> None:
+    path = tmp_path / "journal.sqlite"
+    first = Settler(path)
+    first.settle(10, [])  # committed, never delivered: the master was killed
+    first.journal.close()
+    settler = Settler(path)
+    settler.seq = 10
+    settler.journal.register_sinks(["memory"])
+    sink.batch_size, sink.flush_interval = 4, 0.0
+    delivery = SinkDelivery(sink, settler.journal)
+    delivery.start()
+    try:
+        settler.settle(6, [delivery])
+        wait(lambda: delivery.backlog == 0, what="the sink to catch up")
+    finally:
+        delivery.stop(5.0)
+    assert [int(r.key or 0) for r in sink.results] == list(range(1, 17))
