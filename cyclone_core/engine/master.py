@@ -57,7 +57,7 @@ from cyclone_core.engine.protocol import (
 )
 from cyclone_core.engine.scheduler import Actions, LostController, Scheduler, TaskRecord
 from cyclone_core.errors import ConfigError
-from cyclone_core.model import Result, ResultSink, Task, TaskGenerator, TaskSpec
+from cyclone_core.model import Result, ResultSink, Status, Task, TaskGenerator, TaskSpec
 from cyclone_core.plugins import Plugins, get_plugins
 
 __all__ = ("Master",)
@@ -485,7 +485,7 @@ class Master:
     def _deliver_to_plugins(self, results: list[Result]) -> None:
         on_result = self.generator.on_result
         for result in results:
-            if result.status.value == "quarantined":
+            if result.status is Status.QUARANTINED:
                 log.warning("task %s (%s) quarantined: %s", result.task_id, result.task_type, result.error)
             try:
                 on_result(result)

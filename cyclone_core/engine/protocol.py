@@ -353,6 +353,24 @@ def metric_rows(metrics: Iterable[Metric]) -> list[list[Any]]:
     return [[m.name, m.value, m.unit, m.labels, m.timestamp, m.kind.value] for m in metrics]
 
 
+_new_result = object.__new__
+# The slot setters of Result's fields, in row order (a new field breaks this unpacking at import).
+(
+    _set_task_id,
+    _set_task_type,
+    _set_status,
+    _set_key,
+    _set_attempt,
+    _set_started_at,
+    _set_duration,
+    _set_error,
+    _set_metrics,
+    _set_payload,
+    _set_controller,
+    _set_history,
+) = (Result.__dict__[field.name].__set__ for field in attrs.fields(Result))
+
+
 def result_to_row(result: Result) -> list[Any]:
     """The compact row of a result (wire and journal)."""
     metrics = result.metrics
@@ -402,20 +420,22 @@ def result_from_row(row: Any) -> Result:  # noqa: PLR0912  (one check per field,
         raise _bad("controller", controller, "a string")
     if type(history) is not list:
         raise _bad("history", history, "a list")
-    return Result(
-        task_id,
-        task_type,
-        _STATUS[status],
-        key,
-        attempt,
-        started_at,
-        duration,
-        error,
-        [_metric_from_row(m) for m in metrics] if metrics else [],
-        payload,
-        controller,
-        [_attempt_from_row(a) for a in history] if history else [],
-    )
+    # The fields are checked: fill the frozen Result's slots directly rather than through its
+    # __init__, which sets each one by name (a third of the cost of decoding a result).
+    result = _new_result(Result)
+    _set_task_id(result, task_id)
+    _set_task_type(result, task_type)
+    _set_status(result, _STATUS[status])
+    _set_key(result, key)
+    _set_attempt(result, attempt)
+    _set_started_at(result, started_at)
+    _set_duration(result, duration)
+    _set_error(result, error)
+    _set_metrics(result, [_metric_from_row(m) for m in metrics] if metrics else [])
+    _set_payload(result, payload)
+    _set_controller(result, controller)
+    _set_history(result, [_attempt_from_row(a) for a in history] if history else [])
+    return result
 
 
 # -- frames -------------------------------------------------------------------------------------

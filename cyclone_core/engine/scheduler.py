@@ -188,11 +188,13 @@ class Histogram:
         steps = math.ceil(math.log(high / low) / math.log(ratio))
         return cls([low * ratio**i for i in range(steps + 1)])
 
-    def observe(self, value: float) -> None:
-        """Count one value."""
-        self.counts[bisect.bisect_left(self.bounds, value)] += 1
-        self.count += 1
-        self.sum += value
+    def observe(self, values: list[float]) -> None:
+        """Count each of ``values`` (a batch at a time: one call per message, not per task)."""
+        counts, bounds, bucket = self.counts, self.bounds, bisect.bisect_left
+        for value in values:
+            counts[bucket(bounds, value)] += 1
+        self.count += len(values)
+        self.sum += sum(values)
 
     def quantile(self, q: float) -> float | None:
         """Approximate ``q``-quantile (0..1); ``None`` without observations."""
@@ -377,6 +379,8 @@ class Scheduler:
             ctl.last_seen = now
         tasks = self.tasks
         stats = self.stats
+        latencies: list[float] = []
+        durations: list[float] = []
         for result in results:
             record = tasks.get(result.task_id)
             if record is None:
@@ -389,8 +393,8 @@ class Scheduler:
                 stats.duplicates += 1  # an attempt already counted, re-sent
                 continue
             if current:
-                stats.latency.observe(now - record.dispatched_at)
-            stats.duration.observe(result.duration)
+                latencies.append(now - record.dispatched_at)
+            durations.append(result.duration)
             if final:
                 self._settle(record, result)
             else:
@@ -404,6 +408,8 @@ class Scheduler:
                     result=result,
                     current=current,
                 )
+        stats.latency.observe(latencies)
+        stats.duration.observe(durations)
 
     def heartbeat(self, controller_id: str, running: Collection[str], draining: bool, now: float) -> None:
         """The controller is alive and holds ``running``; leases it no longer holds end.
