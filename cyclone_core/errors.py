@@ -7,7 +7,11 @@ error's ``exit_code``.
 
 from __future__ import annotations
 
-__all__ = ("ConfigError", "CycloneError", "PluginError", "UsageError")
+__all__ = ("ConfigError", "CycloneError", "PluginError", "UsageError", "one_line_error")
+
+#: An error line longer than this is cut (results and logs carry it; the traceback is in the
+#: debug log).
+MAX_ERROR_CHARS = 2000
 
 
 class CycloneError(Exception):
@@ -32,3 +36,11 @@ class PluginError(CycloneError):
     """A plugin could not be loaded, or two plugins claim the same name."""
 
     exit_code = 1
+
+
+def one_line_error(exc: BaseException) -> str:
+    """``Type: message`` on one line, cut to :data:`MAX_ERROR_CHARS`: how a task's or a
+    plugin's unexpected exception is reported."""
+    text = " ".join(str(exc).split())
+    line = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return line if len(line) <= MAX_ERROR_CHARS else line[: MAX_ERROR_CHARS - 3] + "..."

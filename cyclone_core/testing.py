@@ -30,7 +30,8 @@ import pytest
 
 from cyclone_core.convert import structure, unstructure
 from cyclone_core.engine.protocol import Dispatch, Results, TaskEnvelope, decode, encode
-from cyclone_core.errors import ConfigError
+from cyclone_core.engine.workers import execute_task
+from cyclone_core.errors import ConfigError, one_line_error
 from cyclone_core.model import Outcome, Result, Status, Task, TaskContext, TaskSpec
 from cyclone_core.plugins import PluginInfo, Plugins, get_plugins
 
@@ -132,32 +133,21 @@ def _round_trip(message: _Message) -> _Message:
 
 
 def _execute(task: Task, ctx: TaskContext, timeout: float | None) -> tuple[Status, str | None, Outcome | None]:
-    """Run ``task.execute`` in a thread so that a timeout can end the wait."""
+    """Run the task as a worker does, in a thread so that a timeout can end the wait."""
     done: dict[str, Any] = {}
 
     def target() -> None:
         try:
-            done["value"] = task.execute(ctx)
-        except BaseException as exc:  # reported as the task's outcome, as a worker does
-            done["exception"] = exc
+            done["value"] = execute_task(task, ctx)
+        except BaseException as exc:  # SystemExit and the like end a worker: a crash
+            done["value"] = Status.CRASHED, one_line_error(exc), None
 
     thread = threading.Thread(target=target, name=f"cyclone-task-{ctx.task_id}", daemon=True)
     thread.start()
     thread.join(timeout)
     if thread.is_alive():
         return Status.TIMEOUT, f"timed out after {timeout:g} s", None
-    if "exception" in done:
-        exc = done["exception"]
-        # A worker process ends on SystemExit and the like: the controller reports a crash.
-        status = Status.FAILED if isinstance(exc, Exception) else Status.CRASHED
-        text = " ".join(str(exc).split())  # one line, as the worker reports it
-        return status, f"{type(exc).__name__}: {text}" if text else type(exc).__name__, None
-    value = done.get("value")
-    if value is None:
-        return Status.OK, None, None
-    if not isinstance(value, Outcome):
-        return Status.FAILED, f"execute() returned {type(value).__name__}, expected an Outcome or None", None
-    return value.status, value.error, value
+    return cast(tuple[Status, str | None, Outcome | None], done["value"])
 
 
 # -- a real cluster for one test ------------------------------------------------------------

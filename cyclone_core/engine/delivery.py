@@ -21,6 +21,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from cyclone_core.engine.journal import Outbox
+from cyclone_core.errors import one_line_error
 
 if TYPE_CHECKING:
     from cyclone_core.engine.journal import Journal
@@ -36,11 +37,6 @@ _BACKOFF_FIRST = 0.5
 #: Results a delivery thread keeps in memory at most; past that, new ones are read from the
 #: journal when their turn comes (a sink that is down does not make the master grow).
 MEMORY_RESULTS = 20_000
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class SinkDelivery:
@@ -177,13 +173,13 @@ class SinkDelivery:
                 try:
                     self.sink.close()
                 except Exception as exc:
-                    log.warning("sink '%s' failed to close: %s", self.name, _one_line(exc))
+                    log.warning("sink '%s' failed to close: %s", self.name, one_line_error(exc))
             outbox.close()
 
     def _fail(self, exc: BaseException, delay: float) -> None:
         self.errors += 1
         self.failing = True
-        self.last_error = _one_line(exc)
+        self.last_error = one_line_error(exc)
         log.warning(
             "sink '%s' failed: %s; retrying in %.1f s (%d results waiting)",
             self.name,

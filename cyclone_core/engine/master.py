@@ -56,7 +56,7 @@ from cyclone_core.engine.protocol import (
     Welcome,
 )
 from cyclone_core.engine.scheduler import Actions, LostController, Scheduler, TaskRecord
-from cyclone_core.errors import ConfigError
+from cyclone_core.errors import ConfigError, CycloneError, one_line_error
 from cyclone_core.model import Result, ResultSink, Status, Task, TaskGenerator, TaskSpec
 from cyclone_core.plugins import Plugins, get_plugins
 
@@ -423,7 +423,10 @@ class Master:
             log.info("generator '%s' is done after %d tasks", self.generator.name, seq)
         except Exception as exc:  # third-party generator code
             self._exhausted = True
-            self.generator_error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+            # A CycloneError is already a sentence for the user; anything else is a bug whose
+            # type says most.
+            text = " ".join(str(exc).split())
+            self.generator_error = text if isinstance(exc, CycloneError) else one_line_error(exc)
             log.error("generator '%s' failed: %s", self.generator.name, self.generator_error)
         self._seq = seq
         if records:

@@ -65,7 +65,7 @@ import zmq
 from cyclone_core.convert import structure
 from cyclone_core.engine.pool_state import Job, PoolState, WorkerBook
 from cyclone_core.engine.protocol import MAX_FRAME_BYTES, TaskEnvelope, metric_rows, result_to_row
-from cyclone_core.errors import CycloneError
+from cyclone_core.errors import CycloneError, one_line_error
 from cyclone_core.model import Outcome, Result, Status, Task, TaskContext
 from cyclone_core.plugins import get_plugins
 
@@ -92,8 +92,6 @@ _SEQ, _STARTED, _DRAIN, _KILL = range(4)
 _READ_SIZE = 256 * 1024
 # A worker sends the results it holds before starting another task once the oldest is this old.
 _FLUSH_AFTER = 0.001
-# An error line longer than this is cut (the full text goes to the worker's debug log).
-_MAX_ERROR = 2000
 
 _pack = msgpack.Packer().pack
 
@@ -736,16 +734,7 @@ class _TaskRunner:
             task = structure(args, cls, where=f"arguments of task type '{type_name}'")
         except CycloneError as exc:
             return Status.FAILED, str(exc), None
-        try:
-            outcome = task.execute(TaskContext(task_id, attempt, timeout, task_log))
-        except Exception as exc:
-            task_log.debug("task %s failed", task_id, exc_info=True)
-            return Status.FAILED, _one_line(exc), None
-        if outcome is None:
-            return Status.OK, None, None
-        if not isinstance(outcome, Outcome):
-            return Status.FAILED, f"execute() returned {type(outcome).__name__}, expected an Outcome or None", None
-        return outcome.status, outcome.error, outcome
+        return execute_task(task, TaskContext(task_id, attempt, timeout, task_log))
 
     def _load(self, type_name: str) -> tuple[type[Task], logging.Logger]:
         found = self.plugins.task_type(type_name), logging.getLogger(f"cyclone.task.{type_name}")
@@ -753,10 +742,21 @@ class _TaskRunner:
         return found
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    line = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    return line if len(line) <= _MAX_ERROR else line[: _MAX_ERROR - 3] + "..."
+def execute_task(task: Task, ctx: TaskContext) -> tuple[Status, str | None, Outcome | None]:
+    """Run ``task.execute(ctx)`` and say how it ended, as a worker reports it: ``ok`` for
+    ``None``, the outcome's own status for an :class:`Outcome`, ``failed`` with the exception
+    as one line for a task that raised or returned something else.  ``SystemExit`` and the
+    like are not caught: they end the worker, which the controller reports as a crash."""
+    try:
+        outcome = task.execute(ctx)
+    except Exception as exc:
+        ctx.log.debug("task %s failed", ctx.task_id, exc_info=True)
+        return Status.FAILED, one_line_error(exc), None
+    if outcome is None:
+        return Status.OK, None, None
+    if not isinstance(outcome, Outcome):
+        return Status.FAILED, f"execute() returned {type(outcome).__name__}, expected an Outcome or None", None
+    return outcome.status, outcome.error, outcome
 
 
 class _LogForwarder(logging.Handler):
