@@ -742,12 +742,7 @@ class Master:
         duration = max((self.finished_at or time.time()) - self.started_at, 1e-9) if self.started_at else 0.0
         return {
             "run_id": self.run_id,
-            "submitted": stats.submitted,
-            "succeeded": stats.succeeded,
-            "failed": stats.failed,
-            "quarantined": stats.quarantined,
-            "timed_out": stats.timed_out,
-            "crashed": stats.crashed,
+            **stats.counts(),
             "duration_s": round(duration, 3),
             "tasks_per_second": round(stats.settled / duration, 1) if duration else 0.0,
             "latency_ms_p50": _ms(stats.latency.quantile(0.5)),

@@ -250,6 +250,13 @@ class Stats:
         """Tasks that reached a terminal result."""
         return self.succeeded + self.failed + self.quarantined
 
+    def counts(self) -> dict[str, int]:
+        """Every counter by name (what status, summary and metrics show)."""
+        return {name: getattr(self, name) for name in _COUNTERS}
+
+
+_COUNTERS = tuple(f.name for f in attrs.fields(Stats) if f.type in (int, "int"))
+
 
 class Scheduler:
     """Task queue, leases, credits and retry budgets of one master.
@@ -675,13 +682,5 @@ class Scheduler:
             ],
             "queued": self._queued,
             "in_flight": self.in_flight,
-            "submitted": stats.submitted,
-            "succeeded": stats.succeeded,
-            "failed": stats.failed,
-            "quarantined": stats.quarantined,
-            "timed_out": stats.timed_out,
-            "crashed": stats.crashed,
-            "lost": stats.lost,
-            "retried": stats.retried,
-            "duplicates": stats.duplicates,
+            **stats.counts(),
         }
