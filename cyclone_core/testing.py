@@ -18,12 +18,14 @@ fixtures without importing anything::
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, NoReturn, TypeVar, cast
 
 import attrs
 import pytest
@@ -35,7 +37,47 @@ from cyclone_core.errors import ConfigError, one_line_error
 from cyclone_core.model import Outcome, Result, Status, Task, TaskContext, TaskSpec
 from cyclone_core.plugins import PluginInfo, Plugins, get_plugins
 
-__all__ = ("ClusterRun", "cyclone_cluster", "cyclone_plugins", "cyclone_register_plugin", "run_cluster", "run_task")
+__all__ = (
+    "ClusterRun",
+    "cyclone_cluster",
+    "cyclone_plugins",
+    "cyclone_register_plugin",
+    "free_port",
+    "run_cluster",
+    "run_task",
+    "unavailable",
+    "wait_until",
+)
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+    """Call ``condition`` until it returns something true, and return that; fail the test
+    after ``timeout`` seconds naming ``what``.  Polls quickly at first, then every 0.1 s."""
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def unavailable(reason: str) -> NoReturn:
+    """A server or program a test needs is missing: skip the test, or fail it under CI
+    (``CI=true``), where a missing server is a broken set-up rather than a choice."""
+    if os.environ.get("CI", "").strip().lower() == "true":
+        pytest.fail(f"{reason} (required when CI=true)")
+    pytest.skip(reason)
 
 
 @pytest.fixture

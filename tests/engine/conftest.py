@@ -17,12 +17,13 @@ import zmq
 
 sys.path.insert(0, str(Path(__file__).parent))  # so that tests can import engine_support
 
-from engine_support import FIXTURE_PLUGIN, Proc, descendants, wait_gone, wait_until
+from engine_support import FIXTURE_PLUGIN, Proc, descendants, wait_gone
 
 from cyclone_core.config import MasterSettings
 from cyclone_core.engine import protocol
 from cyclone_core.engine.master import Master
 from cyclone_core.model import Result, ResultSink, TaskGenerator
+from cyclone_core.testing import wait_until
 
 
 @pytest.fixture

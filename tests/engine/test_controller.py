@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import msgpack
 import pytest
 import zmq
-from engine_support import descendants, free_port
+from engine_support import descendants
 
 from cyclone_core import __version__
 from cyclone_core.config import ControllerSettings
@@ -42,6 +42,7 @@ from cyclone_core.engine.protocol import (
     encode,
 )
 from cyclone_core.model import Result, Status
+from cyclone_core.testing import free_port
 
 DEADLINE = 20.0
 M = TypeVar("M")

@@ -17,14 +17,13 @@ from engine_support import (
     FAST_CONTROLLER,
     FAST_MASTER,
     descendants,
-    free_port,
     read_probe,
     toml,
     wait_gone,
-    wait_until,
 )
 
 from cyclone_core.engine import protocol as p
+from cyclone_core.testing import free_port, wait_until
 
 
 def config(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import urllib.request
 from typing import Any
 
@@ -15,6 +14,7 @@ from cyclone_core.engine import protocol as p
 from cyclone_core.engine.master import Master
 from cyclone_core.errors import ConfigError
 from cyclone_core.model import Result, Status
+from cyclone_core.testing import free_port
 
 
 def ok(task: p.TaskEnvelope, controller: str = "c1") -> Result:
@@ -186,7 +186,7 @@ def test_results_that_cannot_be_delivered_make_the_exit_code_one(start_master, p
 
 
 def test_metrics_are_served_over_http(start_master, peer, wait) -> None:
-    running = start_master(BenchmarkGenerator(count=5), metrics_port=_free_port())
+    running = start_master(BenchmarkGenerator(count=5), metrics_port=free_port())
     c = peer(running.endpoint)
     c.hello("c1", credit=5)
     tasks = c.expect(p.Dispatch).tasks
@@ -205,12 +205,6 @@ def test_metrics_are_served_over_http(start_master, peer, wait) -> None:
     assert "cyclone_controllers 1.0" in text
     assert 'cyclone_task_duration_seconds_bucket{le="+Inf"} 5.0' in text
     assert "cyclone_protocol_errors_total 0.0" in text
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.mark.parametrize("bind", ["tcp://256.1.1.1:5678", "nonsense"])

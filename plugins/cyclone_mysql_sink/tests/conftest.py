@@ -11,19 +11,18 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import MySQLdb
 import pytest
 from cyclone_mysql_sink import MySQLSink
 
 from cyclone_core import Metric, Result, Status, structure
+from cyclone_core.testing import free_port, unavailable, wait_until
 
 SHARED = {
     "host": os.environ.get("CYCLONE_TEST_MYSQL_HOST", "127.0.0.1"),
@@ -31,25 +30,6 @@ SHARED = {
     "user": os.environ.get("CYCLONE_TEST_MYSQL_USER", "root"),
     "database": os.environ.get("CYCLONE_TEST_MYSQL_DATABASE", "test"),
 }
-
-
-def unavailable(reason: str) -> NoReturn:
-    """Skip the test, or fail it when running under CI (``CI=true``)."""
-    if os.environ.get("CI", "").strip().lower() == "true":
-        pytest.fail(f"{reason} (required when CI=true)")
-    pytest.skip(reason)
-
-
-def _poll_until(condition: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    """Call ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def _make_result(task_id: str, **fields: Any) -> Result:
@@ -134,7 +114,7 @@ def table_rows(admin: Any) -> Callable[..., list[tuple[Any, ...]]]:
 @pytest.fixture
 def poll_until() -> Callable[..., Any]:
     """``poll_until(condition, timeout, what)``: wait for a condition with a deadline."""
-    return _poll_until
+    return wait_until
 
 
 @pytest.fixture
@@ -152,19 +132,13 @@ def ost_result() -> Callable[..., Result]:
 # -- a private server, for stopping and starting -------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class PrivateServer:
     """A MariaDB server of the test's own on a free port and a temporary data directory."""
 
     def __init__(self, mariadbd: str, datadir: Path) -> None:
         self.mariadbd = mariadbd
         self.datadir = datadir
-        self.port = _free_port()
+        self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -191,7 +165,7 @@ class PrivateServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        _poll_until(self._ready, timeout=60, what=f"MariaDB on port {self.port} to accept connections")
+        wait_until(self._ready, timeout=60, what=f"MariaDB on port {self.port} to accept connections")
 
     def _ready(self) -> bool:
         assert self.process is not None

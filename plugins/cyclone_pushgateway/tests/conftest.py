@@ -10,43 +10,20 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from cyclone_core.testing import free_port, unavailable, wait_until
+
 # Metrics every gateway serves about itself; tests look at the rest.
 _OWN_PREFIXES = ("go_", "process_", "pushgateway_", "promhttp_", "push_time_seconds", "push_failure_time_seconds")
-
-
-def _unavailable(reason: str) -> NoReturn:
-    if os.environ.get("CI", "").strip().lower() == "true":
-        pytest.fail(f"{reason} (required when CI=true)")
-    pytest.skip(reason)
-
-
-def _poll_until(condition: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.05)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _get(url: str) -> bytes:
@@ -59,7 +36,7 @@ class Gateway:
 
     def __init__(self, binary: str, log: Path) -> None:
         self.binary = binary
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
         self.process: subprocess.Popen[bytes] | None = None
@@ -72,7 +49,7 @@ class Gateway:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        _poll_until(self._ready, timeout=30, what=f"the Pushgateway on port {self.port}")
+        wait_until(self._ready, timeout=30, what=f"the Pushgateway on port {self.port}")
 
     def _ready(self) -> bool:
         assert self.process is not None
@@ -114,7 +91,7 @@ def gateway(tmp_path: Path) -> Iterator[Gateway]:
     """A running Pushgateway, killed after the test."""
     binary = os.environ.get("CYCLONE_TEST_PUSHGATEWAY") or shutil.which("prometheus-pushgateway")
     if not binary or not os.access(binary, os.X_OK):
-        _unavailable("prometheus-pushgateway is not installed (Debian package prometheus-pushgateway)")
+        unavailable("prometheus-pushgateway is not installed (Debian package prometheus-pushgateway)")
     server = Gateway(binary, tmp_path / "pushgateway.log")
     try:
         server.start()

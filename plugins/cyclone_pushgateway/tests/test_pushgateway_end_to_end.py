@@ -8,8 +8,7 @@ from typing import Any
 
 from cyclone_core.config import Config, GeneratorSettings
 from cyclone_core.engine.local import run_local
-
-from .conftest import _poll_until
+from cyclone_core.testing import wait_until
 
 TASKS = 500
 
@@ -29,7 +28,7 @@ def test_metrics_arrive_when_the_gateway_comes_up_mid_run(gateway, tmp_path) -> 
         sink_errors.extend(s["last_error"] for s in snapshot["sinks"] if s["last_error"])
 
     def come_up_later() -> None:
-        _poll_until(lambda: sink_errors, timeout=60, what="the sink to report the gateway down")
+        wait_until(lambda: sink_errors, timeout=60, what="the sink to report the gateway down")
         gateway.start()
 
     starter = threading.Thread(target=come_up_later, daemon=True)
