@@ -283,12 +283,12 @@ class Master:
         scheduler = self.scheduler
         try:
             while True:
-                now = time.monotonic()
                 # Do not sleep while the generator can top the window up.
-                timeout = 0.0 if self._feedable(now) and scheduler.room > 0 else _MAX_POLL
-                if poller.poll(int(timeout * 1000)):
+                feedable = self._feedable(time.monotonic()) and scheduler.room > 0
+                ready = poller.poll(0 if feedable else int(_MAX_POLL * 1000))
+                now = time.monotonic()  # after the poll: messages are stamped when they arrived
+                if ready:
                     self._receive(now)
-                now = time.monotonic()
                 scheduler.tick(now)
                 self._feed(now)
                 self._apply(scheduler.take(now), now)
