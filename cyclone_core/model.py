@@ -261,6 +261,11 @@ class TaskGenerator:
         """Yield tasks (or specs); yield ``None`` for "nothing right now"; return when done."""
         raise NotImplementedError
 
+    def total(self) -> int | None:
+        """How many tasks :meth:`tasks` will yield in all, if known before it starts (a progress
+        bar and ``cyclone status`` show it); ``None`` (the default) for unknown or endless."""
+        return None
+
     def on_result(self, result: Result) -> None:
         """Called in the master with every terminal result of a task this generator made."""
 

@@ -6,6 +6,7 @@ typer's CliRunner, in process.
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable, Sequence
 from importlib.metadata import version
@@ -18,6 +19,7 @@ from typer.testing import CliRunner
 
 from cyclone_core import ResultSink, Task, TaskGenerator, hookimpl
 from cyclone_core.cli import app, load_commands
+from cyclone_core.cli.engine_cmds import _ProgressLine
 from cyclone_core.plugins import PluginInfo
 
 ONLY_BUILTINS = {"CYCLONE_LOAD_PLUGINS": "builtins"}
@@ -183,3 +185,34 @@ def test_plugin_new_defaults_to_the_current_directory(
     assert (tmp_path / "cyclone-probe2" / "cyclone_probe2" / "tasks.py").is_file()
     again = runner.invoke(app, ["plugin", "new", "probe2"])
     assert str(again.exception) == f"{Path('cyclone-probe2').absolute()} already exists: choose another name or --dir"
+
+
+# -- the progress line of ``cyclone run`` ---------------------------------------------------
+
+
+def _snapshot(done: int, submitted: int, *, total: int | None, exhausted: bool = False, rate: float = 0.0) -> Any:
+    return {
+        "succeeded": done,
+        "failed": 0,
+        "quarantined": 0,
+        "submitted": submitted,
+        "tasks_per_second": rate,
+        "generator": {"exhausted": exhausted, "total": total},
+    }
+
+
+@pytest.mark.parametrize(
+    ("snapshot", "shown"),
+    [
+        (_snapshot(0, 64, total=None), "0 done, 64 submitted  0 tasks/s"),
+        (_snapshot(250, 400, total=1000, rate=50.0), f"[{'#' * 7}{'.' * 23}] 250/1,000  0m 15s left  50 tasks/s"),
+        (_snapshot(1000, 1000, total=1000, rate=50.0), f"[{'#' * 30}] 1,000/1,000  50 tasks/s"),
+        # Once the generator is exhausted, what it handed out is the total.
+        (_snapshot(10, 20, total=None, exhausted=True), f"[{'#' * 15}{'.' * 15}] 10/20  0 tasks/s"),
+        (_snapshot(0, 0, total=0), f"[{'#' * 30}] 0/0  0 tasks/s"),
+    ],
+)
+def test_the_progress_line_shows_a_bar_when_the_total_is_known(snapshot: Any, shown: str) -> None:
+    stream = io.StringIO()
+    _ProgressLine(stream)(snapshot)
+    assert stream.getvalue() == "\r" + shown

@@ -91,6 +91,10 @@ class BenchmarkGenerator(TaskGenerator):
         for index in range(self.count):
             yield TaskSpec(task=self._template, key=str(index), timeout=self.timeout)
 
+    def total(self) -> int:
+        """``count``."""
+        return self.count
+
 
 # -- tasks-file ------------------------------------------------------------------------------
 
@@ -154,6 +158,10 @@ class TasksFileGenerator(TaskGenerator):
     def tasks(self) -> Iterator[TaskSpec]:
         """Yield the file's tasks in file order."""
         yield from self._specs
+
+    def total(self) -> int:
+        """The number of tasks in the file."""
+        return len(self._specs)
 
 
 def _read_tasks_file(path: Path) -> list[TaskSpec]:

@@ -28,7 +28,7 @@ from cyclone_core.config import (
 from cyclone_core.engine.local import run_local
 from cyclone_core.engine.master import Master
 from cyclone_core.engine.pidfile import PidFile
-from cyclone_core.engine.status import fetch_status, render_status
+from cyclone_core.engine.status import fetch_status, format_duration, render_status
 from cyclone_core.errors import UsageError
 
 __all__ = ("controller", "master", "run", "status")
@@ -132,7 +132,8 @@ def _pid_file(path: str) -> Iterator[None]:
 
 
 class _ProgressLine:
-    """One self-rewriting line on a terminal: done/total, a bar once the total is known, rate."""
+    """One self-rewriting line on a terminal: a bar with done/total and the time left when the
+    total is known (from the generator, or once it is exhausted), else done and submitted; rate."""
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
@@ -140,14 +141,18 @@ class _ProgressLine:
 
     def __call__(self, snapshot: dict[str, Any]) -> None:
         done = snapshot["succeeded"] + snapshot["failed"] + snapshot["quarantined"]
-        if snapshot["generator"]["exhausted"]:
-            total = snapshot["submitted"]
-            filled = int(30 * done / total) if total else 30
-            head = f"[{'#' * filled}{'.' * (30 - filled)}] {done:,}/{total:,}"
-        else:
+        rate = snapshot["tasks_per_second"]
+        generator = snapshot["generator"]
+        total = snapshot["submitted"] if generator["exhausted"] else generator["total"]
+        if total is None:
             head = f"{done:,} done, {snapshot['submitted']:,} submitted"
+        else:
+            filled = min(30, 30 * done // total) if total else 30
+            head = f"[{'#' * filled}{'.' * (30 - filled)}] {done:,}/{total:,}"
+            if rate > 0 and done < total:
+                head += f"  {format_duration((total - done) / rate)} left"
         problems = snapshot["failed"] + snapshot["quarantined"]
-        line = f"{head}  {snapshot['tasks_per_second']:,.0f} tasks/s" + (f"  {problems:,} not ok" if problems else "")
+        line = f"{head}  {rate:,.0f} tasks/s" + (f"  {problems:,} not ok" if problems else "")
         self.stream.write("\r" + line.ljust(self.width))
         self.stream.flush()
         self.width = len(line)

@@ -146,6 +146,7 @@ class Master:
         self._tasks: Iterator[Task | TaskSpec | None] | None = None
         self._exhausted = False
         self._seq = 0
+        self._total: int | None = None
         self._feed_after = 0.0
         self._peers: dict[bytes, str] = {}  # routing identity -> controller id
         self._identities: dict[str, bytes] = {}  # controller id -> routing identity
@@ -194,6 +195,7 @@ class Master:
             settings, known_types=self.plugins.task_types(), wall_offset=time.time() - time.monotonic()
         )
         self._tasks = iter(self.generator.tasks())
+        self._total = self._generator_total()
         self._seq = journal.high_water
         if resuming:
             pending = journal.pending()
@@ -228,6 +230,18 @@ class Master:
         if settings.metrics_port:
             self.metrics = MetricsServer(settings.metrics_port)
         log.info("master %s listening on %s (run %s)", self.master_id, self.endpoint, journal.run_id)
+
+    def _generator_total(self) -> int | None:
+        """The generator's own count of its tasks, if it knows one (for progress only)."""
+        try:
+            total = self.generator.total()
+        except Exception as exc:  # third-party generator code
+            log.warning("generator '%s' cannot tell its total: %s", self.generator.name, one_line_error(exc))
+            return None
+        if total is None or (type(total) is int and total >= 0):
+            return total
+        log.warning("generator '%s' gave an invalid total %r; ignored", self.generator.name, total)
+        return None
 
     def _fast_forward(self, count: int) -> int:
         """Skip the first ``count`` tasks of a deterministic generator (already handed out)."""
@@ -719,6 +733,7 @@ class Master:
             generator={
                 "name": self.generator.name,
                 "exhausted": self._exhausted,
+                "total": self._seq if self._exhausted else self._total,
                 "error": self.generator_error,
             },
             sinks=[

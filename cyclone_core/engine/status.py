@@ -12,7 +12,7 @@ from rich.table import Table
 from cyclone_core.engine import protocol
 from cyclone_core.errors import CycloneError
 
-__all__ = ("fetch_status", "render_status")
+__all__ = ("fetch_status", "format_duration", "render_status")
 
 
 def fetch_status(endpoint: str, timeout: float = 5.0) -> dict[str, Any]:
@@ -48,7 +48,8 @@ def _ago(epoch: float) -> str:
     return f"{seconds:.1f} s ago" if seconds < 120 else f"{seconds / 60:.0f} min ago"
 
 
-def _duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
+    """``1h 02m 03s`` or ``2m 03s``."""
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s"
@@ -60,11 +61,13 @@ def render_status(snapshot: dict[str, Any], console: Console) -> None:
     generator = snapshot.get("generator") or {}
     console.print(
         f"master {snapshot.get('master_id', '?')}, run {snapshot.get('run_id', '?')}, "
-        f"up {_duration(snapshot.get('uptime_s', 0.0))}{state}",
+        f"up {format_duration(snapshot.get('uptime_s', 0.0))}{state}",
         highlight=False,
     )
     if generator:
         done = "done" if generator.get("exhausted") else "running"
+        if generator.get("total") is not None:
+            done += f", {generator['total']:,} tasks in all"
         error = f", failed: {generator['error']}" if generator.get("error") else ""
         console.print(f"generator {generator.get('name')}: {done}{error}", highlight=False)
     console.print(

@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import re
+import select
 import signal
 import socket
+import subprocess
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -304,3 +309,38 @@ def test_a_bad_option_is_exit_code_two(cyclone) -> None:
     assert run.wait(30) == 2
     lines = run.output().strip().splitlines()
     assert lines == ["error: generator 'benchmark': count: expected a whole number, got 'many'"]
+
+
+def test_on_a_terminal_cyclone_run_shows_a_bar_with_the_total_from_the_start(tmp_path) -> None:
+    small_window = tmp_path / "window.toml"  # the generator is far from exhausted at first
+    small_window.write_text("[master]\nwindow = 20\n")
+    terminal, child_end = pty.openpty()
+    run = subprocess.Popen(
+        ["cyclone", "run", "--config", str(small_window), "--workers", "2", "-g", "count=200", "-g", "task=sleep",
+         "-g", "args.seconds=0.005", "-s", f"sqlite.path={tmp_path / 'results.sqlite'}"],
+        stdout=subprocess.PIPE, stderr=child_end, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    os.close(child_end)
+    shown = b""
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # until the run and its controller close the terminal
+            if select.select([terminal], [], [], 1.0)[0]:
+                try:
+                    data = os.read(terminal, 65536)
+                except OSError:  # EIO: no process holds the terminal any more
+                    break
+                if not data:
+                    break
+                shown += data
+        assert run.wait(60) == 0
+        summary = run.stdout.read() if run.stdout else ""
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+        os.close(terminal)
+    frames = [f.strip() for f in shown.decode().split("\r") if f.strip()]
+    assert frames, "no progress line"
+    assert all(re.fullmatch(r"\[[#.]{30}\] [\d,]+/200 .*tasks/s.*", f) for f in frames), frames
+    assert "200 succeeded" in summary
