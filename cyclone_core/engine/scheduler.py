@@ -388,11 +388,15 @@ class Scheduler:
         stats = self.stats
         latencies: list[float] = []
         durations: list[float] = []
-        for result in results:
-            record = tasks.get(result.task_id)
+        for reported in results:
+            record = tasks.get(reported.task_id)
             if record is None:
                 stats.duplicates += 1
                 continue
+            result = reported
+            if result.task_type != record.type or result.key != record.key:
+                # The master says what the task is; a peer reports only how it went.
+                result = attrs.evolve(result, task_type=record.type, key=record.key)
             current = record.state is TaskState.LEASED and record.attempt == result.attempt
             status = result.status
             final = status is Status.OK or status is Status.QUARANTINED

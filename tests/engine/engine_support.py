@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 
 from cyclone_core.testing import wait_until
@@ -123,3 +125,48 @@ def read_probe(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
+
+
+# -- hostile messages ---------------------------------------------------------------------------
+
+_ODD_VALUES = (None, True, False, 0, -1, 2**63 - 1, -(2**63), 2**64 - 1, 1e308, float("nan"), float("inf"), -0.0,
+               "", "ok", "noop", "\x00", "é" * 3, b"", b"\xff\xfe")  # fmt: skip
+
+
+def hostile_value(rng: random.Random, depth: int = 0) -> Any:
+    """A value a peer should never send: odd scalars, big numbers, lists and maps of them."""
+    roll = rng.random()
+    if depth < 2 and roll < 0.15:
+        return [hostile_value(rng, depth + 1) for _ in range(rng.randrange(4))]
+    if depth < 2 and roll < 0.3:
+        return {rng.choice(("", "id", "task_id", "credit")): hostile_value(rng, depth + 1) for _ in range(3)}
+    if roll < 0.5:
+        return rng.randint(-(2**63), 2**64 - 1)
+    return rng.choice(_ODD_VALUES)
+
+
+def _places(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    """Every path to a value nested in lists and maps."""
+    yield path
+    items = enumerate(value) if isinstance(value, list) else value.items() if isinstance(value, dict) else ()
+    for key, inner in items:
+        yield from _places(inner, (*path, key))
+
+
+def damage(frame: bytes, rng: random.Random) -> bytes:
+    """``frame`` (a valid message) with one to three of its parts, the version and tag aside,
+    replaced by a hostile value or dropped from their list."""
+    raw = msgpack.unpackb(frame)
+    for _ in range(rng.randint(1, 3)):
+        places = [path for path in _places(raw) if path and path[0] not in ("v", "t")]
+        if not places:
+            break
+        *parents, last = rng.choice(places)
+        container = raw
+        for key in parents:
+            container = container[key]
+        if isinstance(container, list) and rng.random() < 0.3:
+            del container[last]
+        else:
+            container[last] = hostile_value(rng)
+    return msgpack.packb(raw)

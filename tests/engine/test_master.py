@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import random
 import time
 import urllib.request
 from typing import Any
 
 import msgpack
 import pytest
+from engine_support import damage
 
 from cyclone_core.builtins.generators import BenchmarkGenerator
 from cyclone_core.config import MasterSettings
@@ -78,6 +80,45 @@ def test_garbage_and_other_versions_are_refused_and_the_master_keeps_running(sta
     snap = status(c)
     assert snap["protocol_errors"] == 4
     assert [ctl["id"] for ctl in snap["controllers"]] == ["c1"]
+
+
+def test_a_barrage_of_damaged_messages_neither_stops_nor_misleads_the_master(start_master, peer, sink) -> None:
+    running = start_master(BenchmarkGenerator(count=20), [sink], controller_timeout=1.0, heartbeat_interval=0.2)
+    c = peer(running.endpoint)
+    c.hello("c1", credit=4)
+    held = {t.id: t for t in c.expect(p.Dispatch).tasks}
+    valid = [
+        p.Hello(controller_id="h", host="x", pid=1, workers=1, credit=4, task_types=["noop"]),
+        p.Results([ok(t, "h") for t in held.values()], credit=2),
+        p.Heartbeat(running=list(held)),
+        p.Handback(list(held)),
+        p.Ack(list(held)),
+        p.Goodbye(),
+        p.StatusRequest(),
+    ]
+    rng = random.Random(2026)
+    strangers = [peer(running.endpoint) for _ in range(3)]
+    for n in range(600):
+        strangers[n % 3].sock.send(damage(p.encode(rng.choice(valid)), rng))
+    # The controller finishes the run; tasks a stranger took are re-queued when it falls silent.
+    deadline = time.monotonic() + 60
+    while True:
+        assert time.monotonic() < deadline, "the run did not finish"
+        if held:
+            c.send(p.Results([ok(t) for t in held.values()], credit=len(held)))
+            held.clear()
+        if not c.sock.poll(100):
+            c.send(p.Heartbeat(running=[]))
+            continue
+        message = c.recv()
+        if isinstance(message, p.Dispatch):
+            held = {t.id: t for t in message.tasks}
+        elif isinstance(message, p.Shutdown):
+            break
+    c.send(p.Goodbye())
+    assert running.join() == 0
+    assert sorted(int(r.key) for r in sink.results) == list(range(20))  # each task once
+    assert running.master.protocol_errors > 0
 
 
 def test_a_hello_without_a_known_task_type_is_refused(start_master, peer) -> None:

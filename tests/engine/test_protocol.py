@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import random
+
 import msgpack
 import pytest
-from hypothesis import given
+from engine_support import damage
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cyclone_core.engine import protocol as p
@@ -78,6 +81,18 @@ def test_bad_frames_are_one_line_protocol_errors(frame: bytes, error: str) -> No
     with pytest.raises(p.ProtocolError, match=error) as info:
         p.decode(frame)
     assert "\n" not in str(info.value)
+
+
+@settings(max_examples=300)
+@given(messages, st.randoms(use_true_random=False))
+def test_a_damaged_message_decodes_or_is_one_line_protocol_error(message: p.Message, rng: random.Random) -> None:
+    """Any part of a valid message replaced by any value, or dropped: never another exception."""
+    error = ""
+    try:
+        p.decode(damage(p.encode(message), rng))
+    except p.ProtocolError as exc:
+        error = str(exc)
+    assert "\n" not in error
 
 
 def test_oversized_frame_is_refused_unparsed() -> None:

@@ -339,3 +339,13 @@ def test_histogram_quantiles_are_close() -> None:
     assert h.cumulative()[-1][1] == h.count == 1000
     assert h.sum == pytest.approx(500.5)
     assert Histogram.log_spaced().quantile(0.5) is None
+
+
+def test_the_master_s_record_names_the_task_whatever_a_result_claims() -> None:
+    s = make()
+    s.submit([TaskRecord(1, "r-1", "sleep", {}, key="ost7")])
+    join(s, credit=1, types=("sleep",))
+    s.take(0.0)
+    s.results("c1", [Result("r-1", "warp-drive", Status.OK, key="ost99")], 1.0)
+    [(_, settled)] = s.take(1.0).settled
+    assert (settled.task_id, settled.task_type, settled.key, settled.status) == ("r-1", "sleep", "ost7", Status.OK)
