@@ -39,7 +39,7 @@ from typing import Any
 
 import attrs
 
-from cyclone_core.convert import parse_scalar, structure
+from cyclone_core.convert import field_problem, parse_scalar, structure
 from cyclone_core.errors import ConfigError, CycloneError, UsageError
 from cyclone_core.model import ResultSink, TaskGenerator
 from cyclone_core.plugins import get_plugins
@@ -290,7 +290,7 @@ def _setting(raw: str, cls: type, name: str, where: str) -> Any:
             field.validator(None, field, value)
         except ValueError as exc:
             # attrs validators raise ValueError(message, attribute, ...): keep the message.
-            raise ConfigError(f"{where}: {exc.args[0]}") from None
+            raise ConfigError(field_problem(where, exc.args[0])) from None
     return value
 
 

@@ -8,6 +8,7 @@ which turns validation errors into one line naming where, which field, and what 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, TypeVar
 
 import cattrs
@@ -93,15 +94,29 @@ def _format_leaf(exc: BaseException, type_: Any) -> str:
     return cattrs.v.format_exception(exc, type_)
 
 
+_ATTRS_RULE = re.compile(r"'(?P<name>\w+)' (?P<rule>must be .*?)(?:: (?P<value>.*))?")
+
+
 def describe_error(exc: Exception) -> str:
+    """One line for a conversion error: each failing field as ``path: problem``."""
     if not isinstance(exc, cattrs.BaseValidationError):
         return str(exc)
     lines = []
     for message in cattrs.transform_error(exc, path="", format_exception=_format_leaf):
         text, _, path = message.rpartition(" @ ")
-        path = path.lstrip(".")
-        lines.append(f"{path}: {text}" if path else text)
+        lines.append(field_problem(path.lstrip("."), text))
     return "; ".join(lines)
+
+
+def field_problem(path: str, problem: str) -> str:
+    """``path: problem``; attrs validators name the field inside their message (``'window'
+    must be > 0: 0``), which becomes ``path.window: must be > 0, got 0``."""
+    if found := _ATTRS_RULE.fullmatch(problem):
+        name = found["name"]
+        if path.rpartition(".")[2] != name:
+            path = f"{path}.{name}" if path else name
+        problem = found["rule"] + (f", got {found['value']}" if found["value"] is not None else "")
+    return f"{path}: {problem}" if path else problem
 
 
 def structure(data: Any, cls: type[T], *, where: str) -> T:

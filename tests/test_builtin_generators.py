@@ -71,10 +71,10 @@ def test_benchmark_hands_out_tasks_lazily() -> None:
             {"task": "sleep", "args": {"seconds": "x"}},
             "generator 'benchmark': args: seconds: expected a number, got 'x'",
         ),
-        ({"task": "sleep", "args": {"seconds": -1}}, "generator 'benchmark': args: 'seconds' must be >= 0: -1.0"),
+        ({"task": "sleep", "args": {"seconds": -1}}, "generator 'benchmark': args: seconds: must be >= 0, got -1.0"),
         ({"task": "sleep", "args": {"secs": 1}}, "generator 'benchmark': args: extra fields found (secs)"),
-        ({"count": -1}, "generator 'benchmark': 'count' must be >= 0: -1"),
-        ({"timeout": 0}, "generator 'benchmark': 'timeout' must be > 0: 0.0"),
+        ({"count": -1}, "generator 'benchmark': count: must be >= 0, got -1"),
+        ({"timeout": 0}, "generator 'benchmark': timeout: must be > 0, got 0.0"),
     ],
 )
 def test_benchmark_validates_the_task_when_built(options: dict[str, object], message: str) -> None:
@@ -145,7 +145,7 @@ def test_tasks_file_reads_json_objects_and_lists(tmp_path: Path) -> None:
     [
         (
             '[[tasks]]\ntype = "sleep"\nkey = "t1"\nargs = { seconds = -2 }\n',
-            "tasks[0] (key 't1'): args: 'seconds' must be >= 0: -2.0",
+            "tasks[0] (key 't1'): args: seconds: must be >= 0, got -2.0",
         ),
         ('[[tasks]]\ntype = "noop"\n[[tasks]]\ntype = "nope"\n', "tasks[1]: unknown task type 'nope' (known: "),
         ('[[tasks]]\ntemplate = "nope"\n', "tasks[0]: unknown template 'nope' (known: none)"),

@@ -270,7 +270,7 @@ def test_generator_errors(lustre_standin, tmp_path: Path) -> None:
         next(gen.tasks())
     for bad, message in (
         ({"source_threshold": 101}, "source_threshold must be between 0 and 100, got 101.0"),
-        ({"max_per_ost": 0}, "'max_per_ost' must be >= 1"),
+        ({"max_per_ost": 0}, "max_per_ost: must be >= 1, got 0"),
         ({"targets": "x"}, "targets: 'x' is not a RangeSet"),
         ({}, "input_dir: required but missing"),
     ):

@@ -131,7 +131,7 @@ def test_options_are_checked() -> None:
     assert (task.total_size, task.slow_threshold) == (1 << 30, 2.5)
     for bad, message in (
         ({"path": "/x", "block_size": 0}, "block_size must be positive"),
-        ({"path": "/x", "ost": -1}, "'ost' must be >= 0"),
+        ({"path": "/x", "ost": -1}, "ost: must be >= 0, got -1"),
         ({"path": "/x", "total_size": "lots"}, "total_size: expected a size"),
     ):
         with pytest.raises(Exception, match=message):

@@ -229,7 +229,7 @@ def test_wrong_credentials_are_one_line_without_the_password(shared_server) -> N
         ({"table": "1abc"}, "is not a table name"),
         ({"layout": "wide"}, "layout: 'wide' is not a layout (known: results, ost_perf)"),
         ({"password": "a", "password_file": "/etc/secret"}, "set password or password_file, not both"),
-        ({"port": 0}, "'port' must be >= 1"),
+        ({"port": 0}, "port: must be >= 1, got 0"),
         ({"sql_mode": "ANSI'; DROP"}, "is not a list of SQL modes"),
         ({"batch_size": "many"}, "batch_size: expected a whole number"),
     ],

@@ -158,7 +158,7 @@ def test_invalid_names_are_mapped_and_accepted_by_the_gateway(gateway) -> None:
         ({"grouping": {"job": "x"}}, "grouping: 'job' cannot be a grouping label"),
         ({"grouping": {"in-stance": "x"}}, "grouping: 'in-stance' cannot be a grouping label"),
         ({"method": "patch"}, "method: expected put or post, got 'patch'"),
-        ({"timeout": 0}, "'timeout' must be > 0"),
+        ({"timeout": 0}, "timeout: must be > 0, got 0"),
         ({"colour": "red"}, "colour"),
     ],
 )
