@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import time
 import urllib.request
-from typing import Any
+from typing import Any, ClassVar
 
 import msgpack
 import pytest
@@ -159,6 +159,31 @@ def test_status_reports_controllers_queue_and_counters(start_master, peer) -> No
     assert snap["controllers"][0]["id"] == "c1"
     assert snap["controllers"][0]["in_flight"] == 3
     assert {"failed", "quarantined", "timed_out", "crashed", "tasks_per_second", "sinks", "run_id"} <= snap.keys()
+
+
+class _Miscounting(BenchmarkGenerator):
+    answer: ClassVar[Any] = None
+
+    def total(self) -> Any:
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+@pytest.mark.parametrize(
+    ("answer", "shown"), [(None, None), (7, 7), (-1, None), ("7", None), (RuntimeError("no"), None)]
+)
+def test_the_generator_s_total_is_shown_and_a_bad_one_ignored(start_master, peer, answer: Any, shown: Any) -> None:
+    _Miscounting.answer = answer
+    running = start_master(_Miscounting(count=50), window=10)
+    generator = status(peer(running.endpoint))["generator"]
+    assert (generator["total"], generator["exhausted"]) == (shown, False)
+
+
+def test_an_exhausted_generator_s_total_is_what_it_handed_out(start_master, peer) -> None:
+    running = start_master(BenchmarkGenerator(count=5), window=10)
+    generator = status(peer(running.endpoint))["generator"]
+    assert (generator["total"], generator["exhausted"]) == (5, True)
 
 
 def test_stopping_tells_controllers_to_finish_and_waits_for_their_goodbye(start_master, peer, sink) -> None:
