@@ -7,7 +7,9 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -125,6 +127,79 @@ def read_probe(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
+
+
+# -- a network partition ------------------------------------------------------------------------
+
+
+class Partition:
+    """A TCP relay from a local port to ``target_port`` that can be cut like a network partition.
+
+    While cut, nothing crosses in either direction, but connections stay open and what was sent
+    waits (as TCP retransmits across a partition); new connections wait too.  Healed, it all
+    flows again.  Use as a context manager: leaving it closes every connection.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        self._open = threading.Event()
+        self._open.set()
+        self._closed = False
+        self._sockets: list[socket.socket] = [self._listener]
+        threading.Thread(target=self._accept, name="partition-accept", daemon=True).start()
+
+    def cut(self) -> None:
+        self._open.clear()
+
+    def heal(self) -> None:
+        self._open.set()
+
+    def __enter__(self) -> Partition:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._closed = True
+        self._open.set()
+        for sock in self._sockets:
+            sock.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            self._open.wait()
+            if self._closed:
+                client.close()
+                return
+            try:
+                server = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:
+                client.close()
+                continue
+            self._sockets += [client, server]
+            for source, sink in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(source, sink), name="partition-pump", daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        while True:
+            try:
+                data = source.recv(65536)
+            except OSError:
+                data = b""
+            self._open.wait()  # what arrives during a cut is held until it heals
+            if self._closed:
+                return
+            try:
+                if not data:
+                    sink.shutdown(socket.SHUT_WR)
+                    return
+                sink.sendall(data)
+            except OSError:
+                return
 
 
 # -- hostile messages ---------------------------------------------------------------------------

@@ -21,6 +21,7 @@ import zmq
 from engine_support import (
     FAST_CONTROLLER,
     FAST_MASTER,
+    Partition,
     descendants,
     read_probe,
     toml,
@@ -107,6 +108,27 @@ def test_a_killed_controller_s_tasks_finish_elsewhere(cyclone, tmp_path) -> None
     assert "controller victim lost" in master.output()
     assert keys(read_probe(out)) == Counter(str(i) for i in range(300))
     wait_gone(workers, "the killed controller's workers")
+
+
+def test_a_partitioned_controller_s_tasks_finish_elsewhere_and_it_rejoins_when_healed(cyclone, tmp_path) -> None:
+    port = free_port()
+    path, out = config(tmp_path, port=port, count=300, task="sleep", args={"seconds": 0.02})
+    master = cyclone("master", "--config", str(path))
+    with Partition(port) as partition:
+        cut_off = cyclone("controller", "--config", str(path), "--id", "cut-off",
+                          "--master", f"tcp://127.0.0.1:{partition.port}")  # fmt: skip
+        wait_until(lambda: any(r["controller"] == "cut-off" for r in read_probe(out)), 60, "results from cut-off")
+        cyclone("controller", "--config", str(path), "--id", "other")
+        partition.cut()
+        wait_until(lambda: "controller cut-off lost" in master.output(), 30, "the master to declare cut-off lost")
+        partition.heal()
+        assert master.wait(60) == 0, master.output()
+        assert cut_off.wait(30) == 0, cut_off.output()
+    assert "registered again" in cut_off.output()
+    delivered = read_probe(out)
+    assert len(delivered) == 300  # nothing delivered twice
+    assert keys(delivered) == Counter(str(i) for i in range(300))
+    assert {r["controller"] for r in delivered} == {"cut-off", "other"}
 
 
 def test_a_killed_worker_s_task_is_retried(cyclone, tmp_path) -> None:

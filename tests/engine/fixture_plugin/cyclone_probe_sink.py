@@ -35,6 +35,7 @@ class ProbeSink(ResultSink):
                     "key": r.key,
                     "status": r.status.value,
                     "attempt": r.attempt,
+                    "controller": r.controller,
                     "history": [a.status.value for a in r.history],
                     "error": r.error,
                 }
