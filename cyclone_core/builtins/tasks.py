@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import threading
@@ -49,12 +50,15 @@ class FailTask(Task):
 
 @attrs.define(kw_only=True)
 class CrashTask(Task):
-    """Kills its own worker process with ``signal`` (default SIGKILL), as a segfault would."""
+    """Kills its own worker process with ``signal`` (default SIGKILL); with SIGSEGV by a real
+    invalid memory access, as a broken C extension would."""
 
     name: ClassVar[str] = "crash"
     signal: int = int(signal.SIGKILL)
 
     def execute(self, ctx: TaskContext) -> None:
+        if self.signal == signal.SIGSEGV:
+            ctypes.string_at(0)  # reads address 0
         os.kill(os.getpid(), self.signal)
         time.sleep(60)  # the signal may be delivered asynchronously
 

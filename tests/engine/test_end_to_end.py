@@ -189,7 +189,7 @@ def test_a_hanging_task_is_killed_at_its_timeout(cyclone, tmp_path) -> None:
 
 def test_a_crashing_task_is_quarantined_while_the_run_goes_on(cyclone, tmp_path) -> None:
     tasks = [
-        {"type": "crash", "key": "crash"},
+        {"type": "crash", "key": "crash", "args": {"signal": int(signal.SIGSEGV)}},  # a real segfault
         *({"type": "sleep", "key": f"s{i}", "args": {"seconds": 0.02}} for i in range(30)),
     ]
     code, summary, delivered = _run_tasks(cyclone, tmp_path, tasks, {"max_crash_retries": 2})
@@ -199,6 +199,7 @@ def test_a_crashing_task_is_quarantined_while_the_run_goes_on(cyclone, tmp_path)
     assert crashed["status"] == "quarantined"
     assert crashed["history"] == ["crashed", "crashed", "crashed"]
     assert "quarantined after 3 attempts" in crashed["error"]
+    assert "killed by SIGSEGV" in crashed["error"]
 
 
 def test_a_killed_master_resumes_from_its_journal(cyclone, tmp_path) -> None:
