@@ -11,10 +11,12 @@ Each worker runs the tasks assigned to it strictly in order and announces in sha
 way), the job with that ``seq`` is running, and the ones after it have not started.
 
 How many jobs a worker gets is driven by how long tasks take.  The pool keeps a moving average
-of the duration of each task type.  A worker is given several jobs only while their expected
-total stays within :attr:`PoolState.budget` seconds: tiny tasks travel in batches of up to
-``depth``, while a slow task, or one of a type not seen yet, goes only to an idle worker, so no
-task is queued behind one expected to be slow while another worker idles.  A task far slower
+of the duration of each task type.  A job is queued at a busy worker only while the work
+expected ahead of it there stays within :attr:`PoolState.budget` seconds: tiny tasks travel in
+batches of up to ``depth``, a task of a millisecond or two has the next one waiting at its worker
+(no idle gap while the controller hands it over), and nothing is queued behind a slow task or
+one of a type not seen yet, so no task waits behind one expected to be slow while another
+worker idles.  A task far slower
 than its type's average (a probe hanging on a dead server) still holds up the few queued behind
 it until it ends, or until its timeout kills it and they are given to other workers.
 """
@@ -60,8 +62,7 @@ class PoolState:
     """The jobs a pool holds and their assignment to workers.
 
     :param depth: jobs a worker is given at most.
-    :param budget: seconds of expected work a worker is given at most when it gets more than
-        one job.
+    :param budget: seconds of expected work a job may wait behind at a busy worker.
     """
 
     def __init__(self, depth: int, budget: float) -> None:
@@ -123,9 +124,9 @@ class PoolState:
         while waiting and heap:
             load, queued, index = heap[0]
             job = waiting[0]
-            cost = durations.get(job.envelope.type, math.inf)
-            if queued and load + cost > budget:
+            if queued and load > budget:
                 break
+            cost = durations.get(job.envelope.type, math.inf)
             waiting.popleft()
             self._seq += 1
             job.seq, job.cost = self._seq, cost

@@ -131,8 +131,8 @@ class WorkerPool:
     :param size: number of worker processes.
     :param controller_id: written into every result.
     :param depth: tasks a worker is given at most.
-    :param budget: seconds of expected work a worker is given at most when it gets more than
-        one task (see :mod:`~cyclone_core.engine.pool_state`).
+    :param budget: seconds of expected work a task may wait behind at a busy worker (see
+        :mod:`~cyclone_core.engine.pool_state`).
     :param kill_grace: seconds between SIGTERM and SIGKILL when a worker is killed.
     """
 

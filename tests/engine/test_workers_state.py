@@ -37,7 +37,7 @@ def test_known_fast_tasks_are_spread_then_batched_up_to_depth() -> None:
     assert [[job.seq for job in jobs] for _, jobs in batches] == [[1, 3, 5], [2, 4, 6]]
 
 
-def test_a_task_of_unknown_or_slow_type_goes_only_to_an_idle_worker() -> None:
+def test_nothing_is_queued_behind_a_task_of_slow_or_unknown_type() -> None:
     state = fast_state()
     state.learn("sleep", 5.0)
     state.add(tasks("s1:sleep", "u1:mystery", "n1:noop", "s2:sleep"))
@@ -48,7 +48,8 @@ def test_a_task_of_unknown_or_slow_type_goes_only_to_an_idle_worker() -> None:
     assert math.isinf(state.workers[1].queue[0].cost)
     state.done(state.workers[0], state.workers[0].queue[0].seq)
     state.assign()
-    assert assigned(state) == {"w1": ["n1"], "w2": ["u1"]}
+    # A slow task may wait behind a fast one (within the budget), not the other way round.
+    assert assigned(state) == {"w1": ["n1", "s2"], "w2": ["u1"]}
 
 
 def test_the_budget_limits_how_much_work_one_worker_queues() -> None:
@@ -57,7 +58,17 @@ def test_the_budget_limits_how_much_work_one_worker_queues() -> None:
     state.learn("probe", 0.004)
     state.add(tasks(*(f"p{n}:probe" for n in range(5))))
     state.assign()
-    assert assigned(state) == {"w1": ["p0", "p1"]}  # 0.008 s fits, 0.012 s does not
+    assert assigned(state) == {"w1": ["p0", "p1", "p2"]}  # 0.008 s of work ahead fits, 0.012 s does not
+
+
+def test_a_task_of_a_millisecond_or_two_has_the_next_one_waiting_at_its_worker() -> None:
+    state = PoolState(depth=16, budget=0.002)
+    state.add_worker("w1")
+    state.add_worker("w2")
+    state.learn("sweep", 0.0015)
+    state.add(tasks(*(f"s{n}:sweep" for n in range(6))))
+    state.assign()
+    assert assigned(state) == {"w1": ["s0", "s2"], "w2": ["s1", "s3"]}
 
 
 def test_nothing_is_assigned_while_draining_and_waiting_jobs_are_handed_back() -> None:
