@@ -1,4 +1,5 @@
-"""The ``cyclone`` command line: exit codes, one-line errors, ``plugins list``, ``plugin new``.
+"""The ``cyclone`` command line: exit codes, one-line errors, ``plugins list``, ``plugin new``, the
+progress line of ``cyclone run``.
 
 Exit codes and error lines are checked on real ``cyclone`` processes; the rest goes through
 typer's CliRunner, in process.
