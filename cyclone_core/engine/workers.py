@@ -90,6 +90,8 @@ _READY, _RESULT, _RETURNED, _LOG = range(4)
 # and the kill flag (set before the controller sends SIGTERM: a SIGTERM without it is ignored).
 _SEQ, _STARTED, _DRAIN, _KILL = range(4)
 _READ_SIZE = 256 * 1024
+#: Poll flags as plain ints: pyzmq's flag enums cost a Python call per ``&`` and ``|``.
+_POLLIN, _POLLOUT = int(zmq.POLLIN), int(zmq.POLLOUT)
 # A worker sends the results it holds before starting another task once the oldest is this old.
 _FLUSH_AFTER = 0.001
 
@@ -269,10 +271,10 @@ class WorkerPool:
         items: list[tuple[int, int]] = []
         for worker in self._workers.values():
             if not worker.eof:
-                items.append((worker.sock.fileno(), zmq.POLLOUT | zmq.POLLIN if worker.outbuf else zmq.POLLIN))
+                items.append((worker.sock.fileno(), _POLLOUT | _POLLIN if worker.outbuf else _POLLIN))
             if not worker.orphaned:
-                items.append((worker.process.sentinel, zmq.POLLIN))
-        items.extend((worker.process.sentinel, zmq.POLLIN) for worker in self._dying)
+                items.append((worker.process.sentinel, _POLLIN))
+        items.extend((worker.process.sentinel, _POLLIN) for worker in self._dying)
         return items
 
     def handle(self, ready: Sequence[tuple[Any, int]]) -> None:
@@ -292,11 +294,11 @@ class WorkerPool:
                 if fd == found.process.sentinel:
                     ended.append(found)
                     continue
-                if events & zmq.POLLIN:
+                if events & _POLLIN:
                     self._read(found)
                     if found.eof and found.orphaned:
                         ended.append(found)
-                if events & zmq.POLLOUT:
+                if events & _POLLOUT:
                     self._flush(found)
             for worker in ended:
                 self._reap(worker)
