@@ -229,6 +229,7 @@ class Master:
             self.deliveries.append(delivery)
         if settings.metrics_port:
             self.metrics = MetricsServer(settings.metrics_port)
+            self.metrics.publish(self.status(), self.scheduler.stats.duration)
         log.info("master %s listening on %s (run %s)", self.master_id, self.endpoint, journal.run_id)
 
     def _generator_total(self) -> int | None:
@@ -586,7 +587,7 @@ class Master:
         if len(self._rehellos) > 10_000:
             self._rehellos.clear()
         if self.metrics is not None:
-            self.metrics.publish(MetricsServer.sample(self.status(), self.scheduler.stats.duration))
+            self.metrics.publish(self.status(), self.scheduler.stats.duration)
 
     # -- messages --------------------------------------------------------------------------
 

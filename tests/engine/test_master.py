@@ -265,8 +265,8 @@ def test_results_that_cannot_be_delivered_make_the_exit_code_one(start_master, p
     assert running.master.undelivered == 2
 
 
-def test_metrics_are_served_over_http(start_master, peer, wait) -> None:
-    running = start_master(BenchmarkGenerator(count=5), metrics_port=free_port())
+def test_metrics_are_served_over_http(start_master, peer, sink, wait) -> None:
+    running = start_master(BenchmarkGenerator(count=5), [sink], metrics_port=free_port())
     c = peer(running.endpoint)
     c.hello("c1", credit=5)
     tasks = c.expect(p.Dispatch).tasks
@@ -285,6 +285,8 @@ def test_metrics_are_served_over_http(start_master, peer, wait) -> None:
     assert "cyclone_controllers 1.0" in text
     assert 'cyclone_task_duration_seconds_bucket{le="+Inf"} 5.0' in text
     assert "cyclone_protocol_errors_total 0.0" in text
+    assert 'cyclone_sink_errors_total{sink="memory"} 0.0' in text
+    assert 'cyclone_sink_backlog{sink="memory"}' in text
 
 
 @pytest.mark.parametrize("bind", ["tcp://256.1.1.1:5678", "nonsense"])
