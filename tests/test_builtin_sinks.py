@@ -32,6 +32,17 @@ OK = result(
     history=[Attempt(attempt=1, status=Status.CRASHED, error="worker died", controller="node02-9")],
 )
 FAILED = result("run1-1", status=Status.FAILED, error="RuntimeError: boom")
+#: OK's metrics as both sinks store them.
+OK_METRICS = [
+    {
+        "name": "write_bytes_per_second",
+        "value": 1.5e9,
+        "unit": "bytes/s",
+        "labels": {"ost": "OST0007"},
+        "timestamp": 1700000000.75,
+        "kind": "gauge",
+    }
+]
 
 
 # -- sqlite --------------------------------------------------------------------------------
@@ -65,19 +76,7 @@ def test_sqlite_stores_every_field(sqlite_sink: SqliteSink) -> None:
             "duration": 0.25,
             "error": None,
             "controller": "node01-123",
-            "metrics": json.dumps(
-                [
-                    {
-                        "name": "write_bytes_per_second",
-                        "value": 1.5e9,
-                        "unit": "bytes/s",
-                        "labels": {"ost": "OST0007"},
-                        "timestamp": 1700000000.75,
-                        "kind": "gauge",
-                    }
-                ],
-                separators=(",", ":"),
-            ),
+            "metrics": json.dumps(OK_METRICS, separators=(",", ":")),
             "payload": '{"bytes":4096,"path":"/scratch/x"}',
             "history": (
                 '[{"attempt":1,"status":"crashed","error":"worker died","controller":"node02-9","finished_at":0.0}]'
@@ -135,16 +134,7 @@ def test_jsonl_writes_one_object_per_result(tmp_path: Path) -> None:
     first, second = lines(sink.path)
     assert first["task_id"] == "run1-0"
     assert first["status"] == "ok"
-    assert first["metrics"] == [
-        {
-            "name": "write_bytes_per_second",
-            "value": 1.5e9,
-            "unit": "bytes/s",
-            "labels": {"ost": "OST0007"},
-            "timestamp": 1700000000.75,
-            "kind": "gauge",
-        }
-    ]
+    assert first["metrics"] == OK_METRICS
     assert first["payload"] == {"bytes": 4096, "path": "/scratch/x"}
     assert second["status"] == "failed"
     assert second["error"] == "RuntimeError: boom"
