@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import math
 import random
+import string
 
 import msgpack
 import pytest
@@ -11,7 +13,11 @@ from hypothesis import strategies as st
 from cyclone_core.engine import protocol as p
 from cyclone_core.model import Attempt, Metric, Result, Status
 
-ids = st.text(min_size=1, max_size=20)
+ids = st.builds(
+    lambda first, rest: first + rest,
+    st.sampled_from(string.ascii_letters + string.digits),
+    st.text(string.ascii_letters + string.digits + "._-", max_size=19),
+)
 plain = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=10),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
@@ -23,7 +29,7 @@ envelopes = st.builds(
     type=ids,
     args=st.dictionaries(st.text(max_size=8), plain, max_size=4),
     attempt=st.integers(1, 10),
-    timeout=st.none() | st.floats(0, 1e6),
+    timeout=st.none() | st.floats(0.001, 1e6),
     key=st.none() | ids,
 )
 metrics = st.builds(
@@ -36,7 +42,8 @@ results = st.builds(
     Result,
     task_id=ids,
     task_type=ids,
-    status=st.sampled_from(Status),
+    status=st.sampled_from([Status.OK, Status.FAILED, Status.TIMEOUT, Status.CRASHED]),
+    attempt=st.integers(1, 2**31 - 1),
     metrics=st.lists(metrics, max_size=3),
     error=st.none() | st.text(max_size=30),
 )
@@ -74,7 +81,7 @@ def test_every_message_round_trips(message: p.Message) -> None:
         (msgpack.packb({"t": "ping"}), "protocol version None is not supported"),
         (msgpack.packb({"v": p.PROTOCOL_VERSION, "t": "pickle"}), "unknown message type 'pickle'"),
         (msgpack.packb({"v": p.PROTOCOL_VERSION, "t": "ack", "task_ids": "x", "extra": 1}), "invalid ack message"),
-        (msgpack.packb({"v": p.PROTOCOL_VERSION, "t": "hello"}), "controller_id: required but missing"),
+        (msgpack.packb({"v": p.PROTOCOL_VERSION, "t": "hello"}), "invalid hello message: controller_id: missing"),
     ],
 )
 def test_bad_frames_are_one_line_protocol_errors(frame: bytes, error: str) -> None:
@@ -134,7 +141,9 @@ def test_a_malformed_result_that_names_its_task_becomes_a_failed_result() -> Non
     ok, failed = message.results
     assert ok == Result("r-1", "noop", Status.OK)
     assert (failed.task_id, failed.status, failed.attempt, failed.controller) == ("r-2", Status.FAILED, 2, "c1")
-    assert failed.error == "malformed result: duration: expected a number, got 'not a duration'"
+    assert (
+        failed.error == "malformed result: duration: expected a number of seconds from 0 to 1e+09, got 'not a duration'"
+    )
 
 
 @pytest.mark.parametrize(
@@ -150,3 +159,110 @@ def test_malformed_rows_without_a_task_are_protocol_errors(field: str, rows: obj
     tag = "results" if field == "results" else "dispatch"
     with pytest.raises(p.ProtocolError, match=error.replace("[", r"\[").replace("]", r"\]")):
         p.decode(msgpack.packb({"v": p.PROTOCOL_VERSION, "t": tag, field: rows}))
+
+
+def frame(tag: str, **fields: object) -> bytes:
+    return msgpack.packb({"v": p.PROTOCOL_VERSION, "t": tag, **fields})
+
+
+HELLO = {"controller_id": "c1", "host": "h1", "pid": 7, "workers": 2, "credit": 4, "task_types": ["noop"]}
+
+
+@pytest.mark.parametrize(
+    ("tag", "fields", "error"),
+    [
+        ("hello", {**HELLO, "pid": "42"}, "pid: expected a whole number from 1 to 4194304, got '42'"),
+        ("hello", {**HELLO, "pid": True}, "pid: expected a whole number"),
+        ("hello", {**HELLO, "credit": -1}, "credit: expected a whole number from 0"),
+        ("hello", {**HELLO, "credit": 2**63}, "credit: expected a whole number from 0"),
+        ("hello", {**HELLO, "workers": 1.0}, "workers: expected a whole number"),
+        ("hello", {**HELLO, "controller_id": "c1\nforged log line"}, "controller_id: expected a controller id"),
+        ("hello", {**HELLO, "controller_id": "x" * 129}, "controller_id: expected a controller id of at most 128"),
+        ("hello", {**HELLO, "host": "h" * 1_000_000}, "host: expected a host name of at most 253"),
+        ("hello", {**HELLO, "task_types": ["noop"] * 1025}, "task_types: expected at most 1024 task type names"),
+        ("hello", {**HELLO, "task_types": ["../x"]}, r"task_types\[0\]: expected a name matching"),
+        ("heartbeat", {"running": ["r-1"], "draining": 1}, "draining: expected true or false, got 1"),
+        ("heartbeat", {"running": ["r-1\x00"]}, r"running\[0\]: expected a name matching"),
+        (
+            "welcome",
+            {"master_id": "m", "run_id": "r", "heartbeat_interval": math.nan, "controller_timeout": 1.0},
+            "heartbeat_interval: expected a number from 0 to 86400, got nan",
+        ),
+        (
+            "welcome",
+            {"master_id": "m", "run_id": "r", "heartbeat_interval": -1, "controller_timeout": 1.0},
+            "heartbeat_interval: expected a number",
+        ),
+        (
+            "welcome",
+            {"master_id": "m", "run_id": "r", "heartbeat_interval": 1, "controller_timeout": math.inf},
+            "controller_timeout: expected a number",
+        ),
+        ("goodbye", {"reason": "bye\nforged"}, "reason: expected printable a reason"),
+        ("results", {"results": [], "credit": -5}, "credit: expected a whole number from 0"),
+        ("dispatch", {"tasks": [["r-1", "noop", {}, 1, math.nan, None]]}, r"tasks\[0\]: timeout: expected a number"),
+        ("dispatch", {"tasks": [["r-1", "noop", {}, 1, -1.0, None]]}, r"tasks\[0\]: timeout: expected a number"),
+        ("dispatch", {"tasks": [["r-1", "noop", {}, 0, None, None]]}, r"tasks\[0\]: attempt: expected a whole number"),
+        (
+            "dispatch",
+            {"tasks": [["r-1", "../../bin/sh", {}, 1, None, None]]},
+            r"tasks\[0\]: type: expected a task type",
+        ),
+    ],
+)
+def test_the_wire_is_strict(tag: str, fields: dict[str, object], error: str) -> None:
+    """No coercion, ranges, lengths and alphabets: each bad field is a one-line error naming it."""
+    with pytest.raises(p.ProtocolError, match=error) as info:
+        p.decode(frame(tag, **fields))
+    assert "\n" not in str(info.value)
+
+
+def test_a_controller_cannot_report_a_verdict_or_a_history() -> None:
+    quarantined = p.result_to_row(Result("r-1", "noop", Status.QUARANTINED))
+    with_history = p.result_to_row(Result("r-2", "noop", Status.FAILED, history=[Attempt(1, Status.CRASHED)]))
+    message = p.decode(frame("results", results=[quarantined, with_history]))
+    assert isinstance(message, p.Results)
+    assert [(r.task_id, r.status) for r in message.results] == [("r-1", Status.FAILED), ("r-2", Status.FAILED)]
+    assert "status: expected one of crashed, failed, ok, timeout" in (message.results[0].error or "")
+    assert "history: expected an empty list" in (message.results[1].error or "")
+
+
+@pytest.mark.parametrize(
+    ("payload", "error"),
+    [
+        ({"n": 2**63}, "within 64 bits"),
+        ({"x": math.inf}, "finite"),
+        (None, None),
+    ],
+)
+def test_result_payloads_are_what_a_sink_can_store(payload: object, error: str | None) -> None:
+    row = p.result_to_row(Result("r-1", "noop", Status.OK))
+    row[9] = payload
+    (result,) = p.decode(frame("results", results=[row])).results  # type: ignore[union-attr]
+    if error is None:
+        assert result.status is Status.OK
+    else:
+        assert result.status is Status.FAILED
+        assert error in (result.error or "")
+
+
+def test_deeply_nested_payloads_are_refused() -> None:
+    nested: object = 1
+    for _ in range(500):
+        nested = {"a": nested}
+    row = p.result_to_row(Result("r-1", "noop", Status.OK))
+    row[9] = nested
+    (result,) = p.decode(frame("results", results=[row])).results  # type: ignore[union-attr]
+    assert result.status is Status.FAILED
+    assert "nested at most 32 deep" in (result.error or "")
+
+
+def test_every_declared_message_is_in_the_union_and_each_side_handles_what_it_receives() -> None:
+    received = p.received_by(p.Sender.CONTROLLER, p.Sender.CLIENT) | p.received_by(p.Sender.MASTER)
+    assert received == {spec.cls for spec in p.specs()}
+    with pytest.raises(TypeError, match=r"missing \['Goodbye'\]"):
+        p.handler_table(
+            "test", [p.Sender.CONTROLLER], dict.fromkeys(p.received_by(p.Sender.CONTROLLER) - {p.Goodbye})
+        )
+    with pytest.raises(TypeError, match=r"unexpected \['Ping'\]"):
+        p.handler_table("test", [p.Sender.CLIENT], {p.StatusRequest: None, p.Ping: None})
