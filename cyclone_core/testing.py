@@ -25,16 +25,25 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar, cast
+from typing import Any, NoReturn, cast
 
 import attrs
+import msgpack
 import pytest
 
 from cyclone_core.convert import structure, unstructure
-from cyclone_core.engine.protocol import Dispatch, Results, TaskEnvelope, decode, encode
-from cyclone_core.engine.workers import execute_task
+from cyclone_core.engine.execution import TaskRunner, ended_row, timed_out
+from cyclone_core.engine.protocol import (
+    Dispatch,
+    Results,
+    TaskEnvelope,
+    decode,
+    encode,
+    encode_results,
+    envelope_to_row,
+)
 from cyclone_core.errors import ConfigError, one_line_error
-from cyclone_core.model import Outcome, Result, Status, Task, TaskContext, TaskSpec
+from cyclone_core.model import Result, Status, Task, TaskSpec
 from cyclone_core.plugins import PluginInfo, Plugins, get_plugins
 
 __all__ = (
@@ -109,12 +118,15 @@ def cyclone_register_plugin(cyclone_plugins: Plugins) -> Callable[..., PluginInf
 def run_task(task: Task | TaskSpec, timeout: float | None = None) -> Result:
     """Run ``task`` in this process the way a worker runs it, and return its :class:`Result`.
 
-    Like a dispatched task it travels as plain data: it is turned into a wire message and back
-    and rebuilt as its *registered* task type, so a task whose plugin is not installed, or
-    whose fields do not survive the wire, fails here as it would in a run.  ``execute`` gets a
-    :class:`TaskContext`; the result has the status (``ok``, ``failed``, or ``timeout`` once
-    ``timeout`` seconds have passed), the error line, metrics, payload and duration, and it too
-    makes the round trip through the wire format.
+    The task takes the path of a dispatched task: it is turned into a wire message and back,
+    rebuilt as its *registered* task type and run by the same code as in a worker process
+    (:class:`~cyclone_core.engine.execution.TaskRunner`), so a task whose plugin is not
+    installed, or whose fields do not survive the wire, fails here as it would in a run.
+    ``execute`` gets a :class:`TaskContext`.  The result goes through the same checks as in a
+    run too: one that is not plain data or exceeds the size limit makes the task ``failed``,
+    saying why; the result you get is the one the master would decode.  Its status is ``ok``,
+    ``failed``, ``timeout`` once ``timeout`` seconds have passed, or ``crashed`` for a task
+    that raised ``SystemExit`` (which ends a worker).
 
     A task that outlives its timeout keeps running in a background thread (a worker process
     would be killed); a task that kills its own process kills the test process.
@@ -125,71 +137,57 @@ def run_task(task: Task | TaskSpec, timeout: float | None = None) -> Result:
     spec = task if isinstance(task, TaskSpec) else TaskSpec(task=task)
     timeout = spec.timeout if timeout is None else timeout
     type_name = type(spec.task).name
+    plugins = get_plugins()
     try:
-        cls = get_plugins().task_type(type_name)
+        plugins.task_type(type_name)
     except ConfigError as exc:
         raise ConfigError(
             f"{exc}: install the plugin that provides it (pip install -e .) or register it with cyclone_register_plugin"
         ) from None
-    task_id = f"test-{uuid.uuid4().hex[:12]}"
-    envelope = TaskEnvelope(id=task_id, type=type_name, args=unstructure(spec.task), timeout=timeout, key=spec.key)
-    (received,) = _round_trip(Dispatch(tasks=[envelope])).tasks
-    ctx = TaskContext(task_id=task_id, attempt=1, timeout=timeout)
-
-    started_at, start = time.time(), time.monotonic()
-    status: Status
-    error: str | None
-    outcome: Outcome | None
-    try:
-        instance = structure(received.args, cls, where=f"arguments of task type '{type_name}'")
-    except ConfigError as exc:  # fields that do not survive the wire: the worker fails the task
-        status, error, outcome = Status.FAILED, str(exc), None
-    else:
-        status, error, outcome = _execute(instance, ctx, timeout)
-    result = Result(
-        task_id=task_id,
-        task_type=type_name,
-        status=status,
+    envelope = TaskEnvelope(
+        id=f"test-{uuid.uuid4().hex[:12]}",
+        type=type_name,
+        args=unstructure(spec.task),
+        timeout=timeout,
         key=spec.key,
-        started_at=started_at,
-        duration=time.monotonic() - start,
-        error=error,
-        metrics=list(outcome.metrics) if outcome else [],
-        payload=outcome.payload if outcome else None,
-        controller="in-process",
     )
-    try:
-        (sent,) = _round_trip(Results(results=[result])).results
-    except (TypeError, ValueError) as exc:  # msgpack refuses what is not plain data
-        problem = f"the task's result is not plain data: {exc}"
-        return attrs.evolve(result, status=Status.FAILED, error=problem, metrics=[], payload=None)
-    return sent
+    (received,) = cast(Dispatch, decode(encode(Dispatch(tasks=[envelope])))).tasks
+    row = _run(TaskRunner("in-process", plugins), received)
+    (result,) = cast(Results, decode(encode_results([row], credit=0))).results
+    return result
 
 
-_Message = TypeVar("_Message", Dispatch, Results)
+def _run(runner: TaskRunner, envelope: TaskEnvelope) -> list[Any]:
+    """The result row of ``envelope`` run by ``runner``, in a thread so that its timeout can
+    end the wait."""
+    done: list[list[Any]] = []
+    start = time.monotonic()
 
-
-def _round_trip(message: _Message) -> _Message:
-    """``message`` as the other end of the wire decodes it."""
-    return cast(_Message, decode(encode(message)))
-
-
-def _execute(task: Task, ctx: TaskContext, timeout: float | None) -> tuple[Status, str | None, Outcome | None]:
-    """Run the task as a worker does, in a thread so that a timeout can end the wait."""
-    done: dict[str, Any] = {}
+    def ended(status: Status, error: str) -> list[Any]:
+        duration = time.monotonic() - start
+        return ended_row(
+            envelope.id,
+            envelope.type,
+            envelope.key,
+            envelope.attempt,
+            status=status,
+            error=error,
+            duration=duration,
+            controller=runner.controller_id,
+        )
 
     def target() -> None:
         try:
-            done["value"] = execute_task(task, ctx)
+            done.append(msgpack.unpackb(runner.run(envelope_to_row(envelope))))
         except BaseException as exc:  # SystemExit and the like end a worker: a crash
-            done["value"] = Status.CRASHED, one_line_error(exc), None
+            done.append(ended(Status.CRASHED, one_line_error(exc)))
 
-    thread = threading.Thread(target=target, name=f"cyclone-task-{ctx.task_id}", daemon=True)
+    thread = threading.Thread(target=target, name=f"cyclone-task-{envelope.id}", daemon=True)
     thread.start()
-    thread.join(timeout)
+    thread.join(envelope.timeout)
     if thread.is_alive():
-        return Status.TIMEOUT, f"timed out after {timeout:g} s", None
-    return cast(tuple[Status, str | None, Outcome | None], done["value"])
+        return ended(Status.TIMEOUT, timed_out(envelope.timeout))
+    return done[0]
 
 
 # -- a real cluster for one test ------------------------------------------------------------

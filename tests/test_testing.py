@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -14,6 +15,7 @@ import pytest
 
 from cyclone_core import ConfigError, Metric, Outcome, Status, Task, TaskContext, TaskSpec, hookimpl
 from cyclone_core.builtins.tasks import FailTask, NoopTask, SleepTask
+from cyclone_core.engine.execution import MAX_RESULT_BYTES
 from cyclone_core.plugins import PluginInfo
 from cyclone_core.testing import run_task
 
@@ -33,6 +35,8 @@ class MeasureTask(Task):
             return Outcome(payload={"values": {1, 2}})
         if self.report == "exit":
             raise SystemExit(3)
+        if self.report == "huge":  # 16 MiB: within a message to the master, over a result's limit
+            return Outcome(payload={"blob": "x" * (16 * 1024 * 1024)})
         return Outcome(
             metrics=[Metric("test_value", self.value, labels={"task": ctx.task_id})],
             payload={"attempt": ctx.attempt, "timeout": ctx.timeout},
@@ -109,6 +113,22 @@ def test_a_result_that_cannot_travel_fails_the_task() -> None:
     assert result.status is Status.FAILED
     assert result.error is not None
     assert result.error.startswith("the task's result is not plain data: ")
+
+
+@pytest.mark.usefixtures("measure_plugin")
+def test_a_result_over_the_size_limit_fails_the_task_as_in_a_run() -> None:
+    result = run_task(MeasureTask(report="huge"))
+    assert (result.status, result.payload) == (Status.FAILED, None)
+    assert result.error is not None
+    assert re.fullmatch(rf"the task's result takes \d+ bytes; at most {MAX_RESULT_BYTES} are allowed", result.error)
+
+
+def test_loading_the_pytest_plugin_does_not_import_zeromq() -> None:
+    # pytest imports cyclone_core.testing in every test session of every project that has
+    # cyclone-core installed (the pytest11 entry point).
+    code = "import sys, cyclone_core.testing; print(sorted(m for m in sys.modules if m.split('.')[0] == 'zmq'))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert done.stdout == "[]\n"
 
 
 def test_an_unregistered_task_type_is_explained() -> None:

@@ -62,14 +62,14 @@ import attrs
 import msgpack
 import zmq
 
-from cyclone_core.convert import structure
+from cyclone_core.engine.execution import TaskRunner, ended_row, timed_out
 from cyclone_core.engine.pool_state import Job, PoolState, WorkerBook
-from cyclone_core.engine.protocol import MAX_FRAME_BYTES, TaskEnvelope, metric_rows, result_to_row
-from cyclone_core.errors import CycloneError, one_line_error
-from cyclone_core.model import Outcome, Result, Status, Task, TaskContext
-from cyclone_core.plugins import get_plugins
+from cyclone_core.engine.protocol import TaskEnvelope
+from cyclone_core.errors import CycloneError
+from cyclone_core.model import Status
+from cyclone_core.plugins import Plugins, get_plugins
 
-__all__ = ("DEFAULT_BUDGET", "DEFAULT_DEPTH", "KILL_GRACE", "MAX_RESULT_BYTES", "WorkerPool")
+__all__ = ("DEFAULT_BUDGET", "DEFAULT_DEPTH", "KILL_GRACE", "WorkerPool")
 
 log = logging.getLogger("cyclone.workers")
 
@@ -81,8 +81,6 @@ DEFAULT_BUDGET = 0.002
 KILL_GRACE = 2.0
 #: Workers dying before they are ready, in a row, after which the pool gives up.
 MAX_FAILED_STARTS = 3
-#: Bytes a result may take at most (metrics and payload included): several fit in one message.
-MAX_RESULT_BYTES = MAX_FRAME_BYTES // 4
 
 # Messages from a worker: [kind, ...].
 _READY, _RESULT, _RETURNED, _LOG = range(4)
@@ -96,6 +94,8 @@ _POLLIN, _POLLOUT = int(zmq.POLLIN), int(zmq.POLLOUT)
 _FLUSH_AFTER = 0.001
 
 _pack = msgpack.Packer().pack
+#: The start of a result message: msgpack's header of a list of three, and the kind.
+_RESULT_HEAD = b"\x93" + _pack(_RESULT)
 
 
 @attrs.define(eq=False)
@@ -241,7 +241,7 @@ class WorkerPool:
         aborted = []
         for worker in list(self._workers.values()):
             if worker.book.queue:
-                job = self._retire(worker)
+                job = self._retire(worker, _announced(worker.slot)[0])
                 if job is not None:
                     aborted.append(job.envelope.id)
         return aborted
@@ -257,7 +257,7 @@ class WorkerPool:
 
     def running_ids(self) -> list[str]:
         """Ids of the tasks the workers are running at this moment."""
-        running = (self.state.running(worker.book, int(worker.slot[_SEQ])) for worker in self._workers.values())
+        running = (self.state.running(worker.book, _announced(worker.slot)[0]) for worker in self._workers.values())
         return [job.envelope.id for job in running if job is not None]
 
     def pids(self) -> list[int]:
@@ -322,8 +322,18 @@ class WorkerPool:
     # -- internals -------------------------------------------------------------------------
 
     def _assign(self) -> None:
+        shortest = math.inf
         for book, jobs in self.state.assign():
             self._send(self._workers[book], _pack([_task_row(job) for job in jobs]))
+            for job in jobs:
+                timeout = job.envelope.timeout
+                if timeout and timeout < shortest:
+                    shortest = timeout
+        if shortest != math.inf:
+            # None of them can time out before this: the owner must not sleep past it.
+            due = time.monotonic() + shortest
+            if self._deadline is None or due < self._deadline:
+                self._deadline = due
 
     def _send(self, worker: _Worker, data: bytes) -> None:
         if worker.outbuf:
@@ -368,11 +378,14 @@ class WorkerPool:
                 self._on_message(worker, message)
         except (IndexError, TypeError, ValueError) as exc:  # msgpack's format errors are ValueErrors
             log.error("worker %s sent an invalid message (%s); killing it", worker.book.name, exc)
-            job = self._retire(worker)
+            seq, started = _announced(worker.slot)
+            job = self._retire(worker, seq)
             if job is not None:
-                self._add_result(self._ended(job, worker, Status.CRASHED, "worker process sent an invalid message"))
+                self._add_result(self._ended(job, Status.CRASHED, "worker process sent an invalid message", started))
 
-    def _on_message(self, worker: _Worker, message: list[Any]) -> None:
+    def _on_message(self, worker: _Worker, message: Any) -> None:
+        if type(message) is not list:
+            raise TypeError(f"expected a list, got {type(message).__name__}")
         kind = message[0]
         if kind == _RESULT:
             if not worker.retired:
@@ -404,27 +417,21 @@ class WorkerPool:
         duration): the fields the task filled in are validated where the row is decoded."""
         if type(row) is list and len(row) == 12 and row[0] == job.envelope.id and type(row[6]) is float:
             return row
-        return self._ended(job, None, Status.FAILED, "the worker sent a malformed result")
+        return self._ended(job, Status.FAILED, "the worker sent a malformed result")
 
-    def _ended(self, job: Job, worker: _Worker | None, status: Status, error: str) -> list[Any]:
-        """The result row of a task that ended without a result of its own."""
+    def _ended(self, job: Job, status: Status, error: str, started: float | None = None) -> list[Any]:
+        """The result row of a task that ended without a result of its own; it started at
+        ``started`` (``time.monotonic()``), if it did."""
         envelope = job.envelope
-        started_at, duration = time.time(), 0.0
-        if worker is not None and int(worker.slot[_SEQ]) == job.seq:
-            duration = time.monotonic() - worker.slot[_STARTED]
-            started_at -= duration
-        return result_to_row(
-            Result(
-                task_id=envelope.id,
-                task_type=envelope.type,
-                status=status,
-                key=envelope.key,
-                attempt=envelope.attempt,
-                started_at=started_at,
-                duration=duration,
-                error=error,
-                controller=self.controller_id,
-            )
+        return ended_row(
+            envelope.id,
+            envelope.type,
+            envelope.key,
+            envelope.attempt,
+            status=status,
+            error=error,
+            duration=0.0 if started is None else time.monotonic() - started,
+            controller=self.controller_id,
         )
 
     def _reap(self, worker: _Worker) -> None:
@@ -446,11 +453,12 @@ class WorkerPool:
             return
         del self._workers[worker.book]
         worker.sock.close()
-        running, handed_back = self.state.remove_worker(worker.book, int(worker.slot[_SEQ]))
+        seq, started = _announced(worker.slot)
+        running, handed_back = self.state.remove_worker(worker.book, seq)
         reason = _exit_reason(code)
         if running is not None:
             log.warning("task %s crashed its worker: %s", running.envelope.id, reason)
-            self._add_result(self._ended(running, worker, Status.CRASHED, reason))
+            self._add_result(self._ended(running, Status.CRASHED, reason, started))
         self.handed_back.extend(job.envelope.id for job in handed_back)
         worker.process.close()
         if not worker.ready:
@@ -459,10 +467,11 @@ class WorkerPool:
                 raise CycloneError(f"worker processes die before they are ready ({reason})")
         self._replace()
 
-    def _retire(self, worker: _Worker) -> Job | None:
-        """Kill ``worker`` (SIGTERM now, SIGKILL after the grace) and settle its tasks; returns
-        the job it was running, which the caller reports."""
-        running, handed_back = self.state.remove_worker(worker.book, int(worker.slot[_SEQ]))
+    def _retire(self, worker: _Worker, seq: int) -> Job | None:
+        """Kill ``worker`` (SIGTERM now, SIGKILL after the grace) and settle its tasks, given
+        the ``seq`` it announced (read once by the caller, which decided on it); returns the job
+        it was running, which the caller reports."""
+        running, handed_back = self.state.remove_worker(worker.book, seq)
         self.handed_back.extend(job.envelope.id for job in handed_back)
         del self._workers[worker.book]
         worker.retired = True
@@ -483,14 +492,14 @@ class WorkerPool:
         now = time.monotonic()
         deadline = math.inf
         for worker in list(self._workers.values()):
-            # Read seq before the start time: the worker writes them the other way round.
-            started_seq = int(worker.slot[_SEQ])
-            started = worker.slot[_STARTED]
+            # Read once: the worker may move on to its next task at any moment, and every
+            # decision below is about the task it announced here.
+            seq, started = _announced(worker.slot)
             for job in worker.book.queue:
                 timeout = job.envelope.timeout
-                if job.seq < started_seq or not timeout:
+                if job.seq < seq or not timeout:
                     continue
-                if job.seq > started_seq:
+                if job.seq > seq:
                     # Not started yet: its deadline is later than this.
                     deadline = min(deadline, now + timeout)
                     continue
@@ -498,10 +507,17 @@ class WorkerPool:
                 if now < due:
                     deadline = min(deadline, due)
                     continue
-                error = f"timed out after {float(timeout)} s"
+                if int(worker.slot[_SEQ]) != seq:
+                    # It ended after all and the worker has moved on: its result is on the way.
+                    # Look at the next task at once.
+                    deadline = now
+                    break
+                # Should it end right now, the books still hold: it is reported timed out and
+                # the tasks after it run again.
+                error = timed_out(timeout)
                 log.warning("task %s %s; killing its worker", job.envelope.id, error)
-                self._retire(worker)
-                self._add_result(self._ended(job, worker, Status.TIMEOUT, error))
+                self._retire(worker, seq)
+                self._add_result(self._ended(job, Status.TIMEOUT, error, started))
                 break
         for worker in self._dying:
             if worker.kill_at is None:
@@ -512,6 +528,16 @@ class WorkerPool:
             else:
                 deadline = min(deadline, worker.kill_at)
         self._deadline = None if deadline == math.inf else deadline
+
+
+def _announced(slot: Array[c_double]) -> tuple[int, float]:
+    """The ``seq`` of the task the worker started last and its ``time.monotonic()`` start.
+
+    The seq is read first, as the worker writes them the other way round: should the worker
+    start another task in between, the start time is too late, never too early (a timeout is
+    never premature).  Callers read this once and decide on it.
+    """
+    return int(slot[_SEQ]), slot[_STARTED]
 
 
 def _task_row(job: Job) -> list[Any]:
@@ -604,7 +630,7 @@ def _worker_main(
     root = logging.getLogger()
     root.handlers[:] = [_LogForwarder(send)]
     root.setLevel(log_level)
-    runner = _TaskRunner(controller_id, plugin_modules)
+    runner = TaskRunner(controller_id, _worker_plugins(plugin_modules))
     try:
         send(_pack([_READY]))
         _serve(sock, slot, send, runner, flush_every)
@@ -637,7 +663,7 @@ def _sender(sock: socket.socket) -> Any:
     return send
 
 
-def _serve(sock: socket.socket, slot: Array[c_double], send: Any, runner: _TaskRunner, flush_every: int) -> None:
+def _serve(sock: socket.socket, slot: Array[c_double], send: Any, runner: TaskRunner, flush_every: int) -> None:
     """Run tasks in the order they arrive until the controller closes the socket.
 
     Results are sent in batches: when the worker runs out of tasks, when ``flush_every`` are
@@ -649,7 +675,7 @@ def _serve(sock: socket.socket, slot: Array[c_double], send: Any, runner: _TaskR
     pending: list[bytes] = []
     first = 0.0
     buffer = memoryview(bytearray(_READ_SIZE))  # reused: the unpacker copies what it is fed
-    recv_into, monotonic = sock.recv_into, time.monotonic
+    recv_into, monotonic, run = sock.recv_into, time.monotonic, runner.run
     while True:
         if not inbox:
             if pending:
@@ -675,90 +701,21 @@ def _serve(sock: socket.socket, slot: Array[c_double], send: Any, runner: _TaskR
         slot[_SEQ] = row[0]
         if not pending:
             first = now
-        pending.append(runner.run(row))
+        # [_RESULT, seq, row] with the row packed once, size-checked, by the runner.
+        pending.append(_RESULT_HEAD + _pack(row[0]) + run(row[1:]))
 
 
-class _TaskRunner:
-    """Builds tasks from their wire rows and runs them (in the worker process)."""
-
-    def __init__(self, controller_id: str, plugin_modules: Sequence[tuple[str, str]]) -> None:
-        self.controller_id = controller_id
-        # The controller loaded the same plugins and reported any broken one already.
-        logging.getLogger("cyclone.plugins").disabled = True
-        self.plugins = get_plugins()
-        for name, module in plugin_modules:
-            try:
-                self.plugins.register(__import__(module, fromlist=["_"]), name=name)
-            except Exception as exc:  # reported, and its task types simply stay unknown
-                log.warning("plugin '%s' cannot be loaded in a worker: %s: %s", name, type(exc).__name__, exc)
-        self._types: dict[str, tuple[type[Task], logging.Logger]] = {}
-
-    def run(self, row: list[Any]) -> bytes:
-        """Run the task in a row ``[seq, id, type, args, attempt, timeout, key]``; returns the
-        packed result message."""
-        seq, task_id, type_name, args, attempt, timeout, key = row
-        started_at, start = time.time(), time.perf_counter()
-        status, error, outcome = self._execute(task_id, type_name, args, attempt, timeout)
-        duration = time.perf_counter() - start
-        metrics = metric_rows(outcome.metrics) if outcome is not None and outcome.metrics else []
-        payload = outcome.payload if outcome is not None else None
-        # The result row itself (see result_to_row): no Result object per task.
-        result = [
-            task_id,
-            type_name,
-            status.value,
-            key,
-            attempt,
-            started_at,
-            duration,
-            error,
-            metrics,
-            payload,
-            self.controller_id,
-            [],
-        ]
+def _worker_plugins(plugin_modules: Sequence[tuple[str, str]]) -> Plugins:
+    """The installed plugins, and those the controller registered in-process (by module)."""
+    # The controller loaded the same plugins and reported any broken one already.
+    logging.getLogger("cyclone.plugins").disabled = True
+    plugins = get_plugins()
+    for name, module in plugin_modules:
         try:
-            packed: bytes = _pack([_RESULT, seq, result])
-        except (TypeError, ValueError) as exc:  # msgpack refuses what is not plain data
-            error = f"the task's result is not plain data: {exc}"
-        else:
-            if len(packed) <= MAX_RESULT_BYTES:
-                return packed
-            error = f"the task's result takes {len(packed)} bytes; at most {MAX_RESULT_BYTES} are allowed"
-        result[2], result[7], result[8], result[9] = Status.FAILED.value, error, [], None
-        return _pack([_RESULT, seq, result])
-
-    def _execute(
-        self, task_id: str, type_name: str, args: Any, attempt: int, timeout: float | None
-    ) -> tuple[Status, str | None, Outcome | None]:
-        try:
-            cls, task_log = self._types.get(type_name) or self._load(type_name)
-            task = structure(args, cls, where=f"arguments of task type '{type_name}'")
-        except CycloneError as exc:
-            return Status.FAILED, str(exc), None
-        return execute_task(task, TaskContext(task_id, attempt, timeout, task_log))
-
-    def _load(self, type_name: str) -> tuple[type[Task], logging.Logger]:
-        found = self.plugins.task_type(type_name), logging.getLogger(f"cyclone.task.{type_name}")
-        self._types[type_name] = found
-        return found
-
-
-def execute_task(task: Task, ctx: TaskContext) -> tuple[Status, str | None, Outcome | None]:
-    """Run ``task.execute(ctx)`` and say how it ended, as a worker reports it: ``ok`` for
-    ``None``, the outcome's own status for an :class:`Outcome`, ``failed`` with the exception
-    as one line for a task that raised or returned something else.  ``SystemExit`` and the
-    like are not caught: they end the worker, which the controller reports as a crash."""
-    try:
-        outcome = task.execute(ctx)
-    except Exception as exc:
-        ctx.log.debug("task %s failed", ctx.task_id, exc_info=True)
-        return Status.FAILED, one_line_error(exc), None
-    if outcome is None:
-        return Status.OK, None, None
-    if not isinstance(outcome, Outcome):
-        return Status.FAILED, f"execute() returned {type(outcome).__name__}, expected an Outcome or None", None
-    return outcome.status, outcome.error, outcome
+            plugins.register(__import__(module, fromlist=["_"]), name=name)
+        except Exception as exc:  # reported, and its task types simply stay unknown
+            log.warning("plugin '%s' cannot be loaded in a worker: %s: %s", name, type(exc).__name__, exc)
+    return plugins
 
 
 class _LogForwarder(logging.Handler):

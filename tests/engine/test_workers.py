@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,10 +18,13 @@ from typing import Any
 import pytest
 from engine_support import alive
 
+from cyclone_core.engine import workers
+from cyclone_core.engine.execution import MAX_RESULT_BYTES
 from cyclone_core.engine.protocol import TaskEnvelope, result_from_row
-from cyclone_core.engine.workers import MAX_RESULT_BYTES, WorkerPool
+from cyclone_core.engine.workers import WorkerPool
 from cyclone_core.model import Result, Status
 from cyclone_core.plugins import Plugins
+from cyclone_core.testing import run_task, wait_until
 
 Wait = Callable[..., Any]
 MakePool = Callable[..., WorkerPool]
@@ -59,8 +63,8 @@ def by_id(results: list[Result]) -> dict[str, Result]:
 def make_pool() -> Iterator[MakePool]:
     pools: list[WorkerPool] = []
 
-    def make(size: int = 2) -> WorkerPool:
-        pool = WorkerPool(size, controller_id="test-controller", kill_grace=0.5)
+    def make(size: int = 2, **options: Any) -> WorkerPool:
+        pool = WorkerPool(size, controller_id="test-controller", kill_grace=0.5, **options)
         pools.append(pool)
         pool.start()
         return pool
@@ -141,6 +145,15 @@ def test_a_task_past_its_timeout_is_killed_and_its_worker_replaced(make_pool: Ma
     assert collect(pool, 1)[0].status is Status.OK
 
 
+def test_a_lone_task_past_its_timeout_is_killed_on_time(make_pool: MakePool) -> None:
+    pool = make_pool(1)
+    pool.submit([TaskEnvelope("hang", "hang", timeout=0.3)])
+    assert pool.next_deadline() is not None  # nothing else will wake the pool's owner
+    (hung,) = collect(pool, 1)
+    assert (hung.status, hung.error) == (Status.TIMEOUT, "timed out after 0.3 s")
+    assert 0.3 <= hung.duration < 5
+
+
 def test_a_worker_killed_from_outside_reports_its_task_crashed(make_pool: MakePool, wait: Wait) -> None:
     pool = make_pool(1)
     (pid,) = pool.pids()
@@ -211,12 +224,16 @@ def parent(pid: int) -> int:
 PLUGIN = """
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
+import threading
+import time
 from pathlib import Path
 from typing import ClassVar
 
 import attrs
+import msgpack
 
 from cyclone_core import Metric, Outcome, Task, hookimpl
 
@@ -261,9 +278,30 @@ class Huge(Task):
         return Outcome(payload={"blob": "x" * self.size})
 
 
+@attrs.define(kw_only=True)
+class WaitFor(Task):
+    name: ClassVar[str] = "wait-for"
+    path: str
+
+    def execute(self, ctx):
+        while not os.path.exists(self.path):
+            time.sleep(0.005)
+
+
+@attrs.define(kw_only=True)
+class Rogue(Task):
+    # Sends its controller a message that is not a list, then waits to be killed.
+    name: ClassVar[str] = "rogue"
+
+    def execute(self, ctx):
+        send = logging.getLogger().handlers[0]._send  # the worker's channel to its controller
+        send(msgpack.packb({"not": "a list"}))
+        threading.Event().wait()
+
+
 @hookimpl
 def cyclone_task_types():
-    return [Chatty, Unsendable, SpawnAndHang, Huge]
+    return [Chatty, Unsendable, SpawnAndHang, Huge, WaitFor, Rogue]
 """
 
 
@@ -311,6 +349,85 @@ def test_a_result_that_cannot_travel_is_a_failure_saying_why(make_pool: MakePool
 
 
 @pytest.mark.usefixtures("extra_plugin")
+def test_run_task_fails_an_oversized_result_as_a_worker_does(make_pool: MakePool) -> None:
+    from cyclone_test_extra_tasks import Huge  # noqa: PLC0415  (written by the fixture)
+
+    size = 16 * 1024 * 1024
+    pool = make_pool(1)
+    pool.submit([TaskEnvelope("h1", "huge", {"size": size})])
+    (in_a_worker,) = collect(pool, 1)
+    in_a_test = run_task(Huge(size=size))
+    limit = rf"the task's result takes \d+ bytes; at most {MAX_RESULT_BYTES} are allowed"
+    for result in (in_a_worker, in_a_test):
+        assert (result.status, result.payload) == (Status.FAILED, None)
+        assert re.fullmatch(limit, result.error or ""), result.error
+
+
+@pytest.mark.usefixtures("extra_plugin")
+def test_a_worker_sending_something_else_than_a_list_is_killed_and_its_task_crashed(
+    make_pool: MakePool, caplog: pytest.LogCaptureFixture
+) -> None:
+    pool = make_pool(1)
+    (pid,) = pool.pids()
+    pool.submit([TaskEnvelope("r1", "rogue")])
+    (rogue,) = collect(pool, 1)
+    assert (rogue.status, rogue.error) == (Status.CRASHED, "worker process sent an invalid message")
+    assert "sent an invalid message (expected a list, got dict); killing it" in caplog.text
+    pool.submit([TaskEnvelope("after", "noop")])
+    assert collect(pool, 1)[0].status is Status.OK
+    assert pool.pids() != [pid]
+
+
+class SlotWithRace:
+    """A worker's shared slot as the pool reads it, with the race made certain: the first time
+    the pool reads the start time of the running task, the real worker finishes that task and
+    starts its next one before the read returns (the worker's writes go to the real slot)."""
+
+    def __init__(self, slot: Any, gate: Path, next_seq: int) -> None:
+        self.slot, self.gate, self.next_seq = slot, gate, next_seq
+        self.raced = False
+
+    def __getitem__(self, index: int) -> float:
+        value = self.slot[index]
+        if index == workers._STARTED and not self.raced:
+            self.raced = True
+            self.gate.touch()  # the running task ends
+            wait_until(lambda: int(self.slot[workers._SEQ]) == self.next_seq, 10, "the worker to move on")
+        return value
+
+    def __setitem__(self, index: int, value: float) -> None:
+        self.slot[index] = value
+
+
+@pytest.mark.usefixtures("extra_plugin")
+def test_a_task_that_ends_as_its_timeout_is_checked_is_not_killed_nor_is_the_next(
+    make_pool: MakePool, tmp_path: Path, wait: Wait
+) -> None:
+    pool = make_pool(1, budget=1.0)
+    (pid,) = pool.pids()
+    # Once the pool has seen a quick wait-for, it queues the next task behind one at the worker.
+    (tmp_path / "open").touch()
+    pool.submit([TaskEnvelope("learn", "wait-for", {"path": str(tmp_path / "open")})])
+    collect(pool, 1)
+    gate = tmp_path / "gate"
+    pool.submit([TaskEnvelope("first", "wait-for", {"path": str(gate)}, timeout=0.2), TaskEnvelope("next", "noop")])
+    (book,) = pool.state.workers
+    _, following = book.queue
+    assert following.envelope.id == "next"
+    wait(lambda: pool.running_ids() == ["first"], what="the first task to start")
+    (worker,) = pool._workers.values()
+    overdue = worker.slot[workers._STARTED] + 0.2
+    wait(lambda: time.monotonic() > overdue, what="the first task to pass its timeout")
+    worker.slot = race = SlotWithRace(worker.slot, gate, following.seq)
+    results = by_id(collect(pool, 2))
+    assert race.raced
+    assert {task_id: r.status for task_id, r in results.items()} == {"first": Status.OK, "next": Status.OK}
+    assert pool.pids() == [pid]
+    assert not pool.busy
+    assert pool.handed_back == []
+
+
+@pytest.mark.usefixtures("extra_plugin")
 def test_a_timed_out_task_takes_its_subprocesses_with_it(make_pool: MakePool, tmp_path: Path, wait: Wait) -> None:
     pool = make_pool(1)
     pid_file = tmp_path / "child.pid"
@@ -324,7 +441,7 @@ def test_a_timed_out_task_takes_its_subprocesses_with_it(make_pool: MakePool, tm
 POOL_IN_A_PROCESS = """
 import json, sys
 from cyclone_core.engine.protocol import TaskEnvelope
-from cyclone_core.engine.workers import MAX_RESULT_BYTES, WorkerPool
+from cyclone_core.engine.workers import WorkerPool
 pool = WorkerPool(2, controller_id="doomed")
 pool.start()
 pool.submit([TaskEnvelope("h", "hang")])
