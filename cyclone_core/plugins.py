@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -44,6 +44,9 @@ _KINDS: dict[str, tuple[str, type]] = {
     "sinks": ("cyclone_sinks", ResultSink),
 }
 _SINGULAR = {"task_types": "task type", "generators": "generator", "sinks": "sink"}
+#: Hooks that tell plugins what happened (:meth:`Plugins.notify`): an implementation that
+#: raises is logged, and the others still run.
+_LIFECYCLE = frozenset({"cyclone_results", "cyclone_controller_joined", "cyclone_controller_lost"})
 
 
 @attrs.define
@@ -129,6 +132,7 @@ class Plugins:
             return
         info.hooks = sorted(caller.name for caller in self.manager.get_hookcallers(plugin) or [])
         self._infos[info.name] = info
+        _isolate_failures(self.manager, plugin)
 
     def _mark_broken(self, info: PluginInfo, reason: str) -> None:
         info.status, info.error = "broken", reason
@@ -248,17 +252,46 @@ class Plugins:
                 info.commands = sorted(added)
 
     def notify(self, hook_name: str, **kwargs: Any) -> None:
-        """Call a lifecycle hook; an implementation that raises is logged, never propagated."""
-        for impl in getattr(self.manager.hook, hook_name).get_hookimpls():
-            try:
-                impl.function(**{k: v for k, v in kwargs.items() if k in impl.argnames})
-            except Exception:
-                log.exception("plugin '%s' failed in %s", impl.plugin_name, hook_name)
+        """Call a lifecycle hook the way pluggy calls hooks (its order, its wrappers); an
+        implementation that raises is logged, never propagated, and the others still run."""
+        if hook_name not in _LIFECYCLE:
+            raise ValueError(f"{hook_name} is not a lifecycle hook")
+        try:
+            getattr(self.manager.hook, hook_name)(**kwargs)
+        except pluggy.HookCallError:
+            raise  # called with the wrong arguments: the core's bug, not a plugin's
+        except Exception:  # only a wrapper gets here: the other implementations are isolated
+            log.exception("a hook wrapper failed in %s", hook_name)
 
     def results(self, results: Sequence[Result]) -> None:
         """Tell plugins about terminal results (the ``cyclone_results`` hook)."""
         if self.manager.hook.cyclone_results.get_hookimpls():
             self.notify("cyclone_results", results=results)
+
+
+def _isolate_failures(manager: pluggy.PluginManager, plugin: object) -> None:
+    """Make each of ``plugin``'s lifecycle hook implementations log its own exception instead
+    of raising it, so that one failing plugin does not keep the others from hearing of an
+    event.  pluggy still calls them, in its order and inside any wrappers; a wrapper is left
+    as it is (it sees the outcome of the implementations it wraps)."""
+    for caller in manager.get_hookcallers(plugin) or []:
+        if caller.name not in _LIFECYCLE:
+            continue
+        for impl in caller.get_hookimpls():
+            if impl.plugin is plugin and not (impl.wrapper or impl.hookwrapper):
+                impl.function = _logging_failures(impl.function, impl.plugin_name, caller.name)  # type: ignore[misc]
+
+
+def _logging_failures(function: Callable[..., Any], plugin_name: str, hook_name: str) -> Callable[..., Any]:
+    # pluggy passes the arguments the original function names, positionally.
+    def call(*args: Any) -> Any:
+        try:
+            return function(*args)
+        except Exception:
+            log.exception("plugin '%s' failed in %s", plugin_name, hook_name)
+            return None
+
+    return call
 
 
 def _check_component(cls: object, base: type, kind: str) -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import ClassVar
 
 import attrs
@@ -67,3 +68,47 @@ def test_unregistering_a_conflicting_plugin_clears_the_conflict() -> None:
     builtins = {i.name: i for i in plugins.infos()}["builtins"]
     assert (builtins.status, builtins.task_types.count("noop")) == ("ok", 1)
     assert plugins.task_type("noop").name == "noop"
+
+
+def _listener(label: str, calls: list[str], *, fail: bool = False, **order: bool) -> object:
+    """A plugin implementing ``cyclone_controller_joined`` (with ``order``: tryfirst, trylast)."""
+
+    class Listener:
+        @hookimpl(**order)
+        def cyclone_controller_joined(self, controller_id: str) -> None:
+            calls.append(label)
+            if fail:
+                raise RuntimeError(f"{label} fails")
+
+    return Listener()
+
+
+class _Wrapper:
+    def __init__(self, calls: list[str]) -> None:
+        self.calls = calls
+
+    @hookimpl(wrapper=True)
+    def cyclone_controller_joined(self, controller_id: str) -> Iterator[None]:
+        self.calls.append(f"wrapper sees {controller_id}")
+        yield
+        self.calls.append("wrapper after")
+
+
+def test_lifecycle_hooks_run_as_pluggy_calls_them_and_a_failure_is_only_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    calls: list[str] = []
+    plugins = Plugins()
+    plugins.register(_listener("first", calls, tryfirst=True), name="first")
+    plugins.register(_listener("older", calls), name="older")
+    plugins.register(_listener("broken", calls, fail=True), name="broken")
+    plugins.register(_listener("newer", calls), name="newer")
+    plugins.register(_listener("last", calls, trylast=True), name="last")
+    plugins.register(_Wrapper(calls), name="wrapper")
+    plugins.notify("cyclone_controller_joined", controller_id="c1", host="node01", workers=4)
+    # Wrappers around everything; tryfirst, then the newest registration first, then trylast.
+    assert calls == ["wrapper sees c1", "first", "newer", "broken", "older", "last", "wrapper after"]
+    (record,) = [r for r in caplog.records if r.name == "cyclone.plugins"]
+    assert record.getMessage() == "plugin 'broken' failed in cyclone_controller_joined"
+    assert record.exc_info is not None
+    assert str(record.exc_info[1]) == "broken fails"
