@@ -1,0 +1,569 @@
+"""A controller's session with its master: credit, results until acknowledged, reconnects, drain.
+
+This module is sans-I/O: no sockets, processes or clocks.  :class:`ControllerSession` is told
+what happened (a message from the master, results from the worker pool, a signal, time passed,
+each with the time ``now``) and answers with the effects to carry out, in order: send this
+message, open or close the socket, give these tasks to the pool, drain or abort the pool, exit.
+:class:`~cyclone_core.engine.controller.Controller` is the loop that moves bytes, signals and
+time into it and carries its effects out.
+
+What it keeps:
+
+- **Credit.**  It holds about as many tasks as keep each worker busy for :data:`HOLD_BUDGET`
+  seconds, judged by the pool's moving average of task durations, between :data:`MIN_PREFETCH`
+  and :data:`MAX_PREFETCH` per worker (:data:`INITIAL_PREFETCH` before the first result).  The
+  credit it grants is that target less the tasks held and the credit the master has not used
+  yet.  A Dispatch beyond the credit granted is not run: the excess is handed back.
+- **Results until acknowledged.**  Every result is kept until an Ack names it, and sent again
+  after each Welcome (a reconnect, a Rehello).  When none is acknowledged for two heartbeat
+  intervals it registers again (a new Hello also resets the master's count of its credit,
+  should a lost Results have carried some) and re-sends them once welcomed.
+- **Reconnects.**  A master silent for ``master_timeout`` means: close the socket, and open a
+  new one after a delay doubling from ``reconnect_interval`` up to ``reconnect_max``; any
+  message from the master resets the delay.  After ``max_reconnects`` in a row (0: never) it
+  gives up, exit code 1.
+- **Drain.**  Shutdown, a signal or a stop request: no new task; the unstarted ones are handed
+  back; running ones may finish for ``drain_timeout`` seconds, then are killed and handed back
+  (cut short by the stop, not by a fault of their own); then up to ``master_timeout`` for the
+  Acks of the last results; Goodbye; exit code 0, or 1 when results stayed unacknowledged.  A
+  second signal skips the waiting.  Refuse means exit code 2 at once.
+- **Distrust.**  Only messages a master sends are taken, each by its handler in
+  :data:`_HANDLERS`; anything else is counted and logged now and then.  The numbers of a
+  Welcome are kept within :data:`WELCOME_LIMITS`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sized
+from typing import Any, Protocol
+
+import attrs
+
+from cyclone_core.config import ControllerSettings
+from cyclone_core.engine.protocol import (
+    Ack,
+    Dispatch,
+    Goodbye,
+    Handback,
+    Heartbeat,
+    Hello,
+    Message,
+    Ping,
+    Refuse,
+    Rehello,
+    Shutdown,
+    TaskEnvelope,
+    Welcome,
+)
+
+__all__ = (
+    "HEARTBEATS_PER_TIMEOUT",
+    "HOLD_BUDGET",
+    "INITIAL_PREFETCH",
+    "MAX_PREFETCH",
+    "MIN_PREFETCH",
+    "WELCOME_LIMITS",
+    "AbortPool",
+    "Connect",
+    "ControllerSession",
+    "Disconnect",
+    "DrainPool",
+    "Effect",
+    "Exit",
+    "HeldTasks",
+    "Send",
+    "SendResults",
+    "Submit",
+)
+
+log = logging.getLogger("cyclone.controller")
+
+#: Tasks per worker asked for before any task has ended.
+INITIAL_PREFETCH = 4
+#: Tasks per worker held at least: one running and one ready, so no worker waits for the master.
+MIN_PREFETCH = 2
+#: Tasks per worker held at most.
+MAX_PREFETCH = 64
+#: Seconds of expected work per worker the controller holds.
+HOLD_BUDGET = 0.25
+#: Heartbeats sent at least within the master's ``controller_timeout``, so that a lost one or
+#: two do not make the master declare this controller lost.
+HEARTBEATS_PER_TIMEOUT = 4
+#: The numbers of a Welcome the controller takes, in seconds: (floor, ceiling).  A number
+#: outside is clamped; one that is not a positive finite number is ignored and the controller's
+#: own settings apply.  Either way one log line says so.
+WELCOME_LIMITS: dict[str, tuple[float, float]] = {
+    "heartbeat_interval": (0.05, 3600.0),
+    "controller_timeout": (0.05 * HEARTBEATS_PER_TIMEOUT, 86400.0),
+}
+#: Seconds between two log lines about bad messages from the master.
+COMPLAIN_EVERY = 10.0
+
+
+# -- effects --------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Send:
+    """Send ``message`` to the master (dropped if no socket is open)."""
+
+    message: Message
+
+
+@attrs.frozen
+class SendResults:
+    """Send result ``rows`` (as the workers made them) with ``credit`` newly granted slots."""
+
+    rows: list[list[Any]]
+    credit: int
+
+
+@attrs.frozen
+class Connect:
+    """Open a new socket to the master."""
+
+
+@attrs.frozen
+class Disconnect:
+    """Close the socket to the master (unsent messages are dropped)."""
+
+
+@attrs.frozen
+class Submit:
+    """Give ``tasks`` to the worker pool."""
+
+    tasks: list[TaskEnvelope]
+
+
+@attrs.frozen
+class DrainPool:
+    """Make the pool start no more tasks and hand back the unstarted ones."""
+
+
+@attrs.frozen
+class AbortPool:
+    """Kill the workers running tasks; report the ids of those tasks to
+    :meth:`ControllerSession.aborted`."""
+
+
+@attrs.frozen
+class Exit:
+    """Stop the controller with exit ``code``."""
+
+    code: int
+
+
+Effect = Send | SendResults | Connect | Disconnect | Submit | DrainPool | AbortPool | Exit
+
+_CONNECT, _DISCONNECT, _DRAIN_POOL, _ABORT_POOL = Connect(), Disconnect(), DrainPool(), AbortPool()
+
+
+class HeldTasks(Protocol):
+    """What the session reads of the worker pool's books
+    (:class:`~cyclone_core.engine.pool_state.PoolState`)."""
+
+    @property
+    def jobs(self) -> Sized:
+        """Every task held, waiting or assigned to a worker."""
+
+    @property
+    def mean_duration(self) -> float | None:
+        """Moving average of task durations in seconds; ``None`` before the first result."""
+
+    def held_ids(self) -> list[str]:
+        """Ids of every task held."""
+
+
+# -- the session ----------------------------------------------------------------------------------
+
+
+class ControllerSession:
+    """The controller's side of the conversation with its master, without I/O.
+
+    Each event method takes the time ``now`` (seconds of a monotonic clock) and returns the
+    effects to carry out in order; :meth:`deadline` says by when :meth:`tick` must be called
+    again.  The owner opens the first socket before :meth:`start`.
+
+    :param settings: the ``[controller]`` settings.
+    :param hello: what to register with; its ``credit`` is set each time one is sent.
+    :param pool: the pool's books, read for the credit and the heartbeats.
+    """
+
+    def __init__(self, settings: ControllerSettings, hello: Hello, pool: HeldTasks) -> None:
+        self.settings = settings
+        self._hello = hello
+        self._pool = pool
+        self._workers = hello.workers
+        self._out: list[Effect] = []
+        #: Result rows not acknowledged yet, by task id, with when they were last sent (oldest
+        #: first).  Rows as the workers made them: the controller never builds result objects.
+        self.unacked: dict[str, tuple[list[Any], float]] = {}
+        #: The exit code once decided.
+        self.exit_code: int | None = None
+        self.heartbeat_interval = settings.heartbeat_interval
+        self._connected = True
+        self._welcomed = False
+        self._master_id: str | None = None
+        self._hello_at = -math.inf
+        self._heard_at = 0.0
+        self._reconnects = 0
+        self._reconnect_at = math.inf
+        self._heartbeat_at = math.inf
+        # Credit granted to the master that it has not used yet.
+        self._outstanding = 0
+        # Results not sent yet (they are in unacked too).
+        self._fresh: list[list[Any]] = []
+        # Handbacks waiting for a welcomed connection: (task ids, reason).
+        self._handbacks: list[tuple[list[str], str]] = []
+        self._draining = False
+        self._aborted = False
+        self._drain_deadline = math.inf
+        self._acks_deadline = math.inf
+        self._complained_at = -math.inf
+        self._complaints = 0
+
+    # -- reading -----------------------------------------------------------------------------
+
+    @property
+    def welcomed(self) -> bool:
+        """True while registered with the master on the current socket."""
+        return self._welcomed
+
+    @property
+    def draining(self) -> bool:
+        """True once the controller stopped taking tasks."""
+        return self._draining
+
+    @property
+    def outstanding(self) -> int:
+        """Credit granted to the master that it has not used yet."""
+        return self._outstanding
+
+    def target(self) -> int:
+        """Tasks the controller wants to hold: :data:`HOLD_BUDGET` seconds of work per worker."""
+        mean = self._pool.mean_duration
+        if mean is None:
+            per_worker = INITIAL_PREFETCH
+        else:
+            per_worker = max(MIN_PREFETCH, min(MAX_PREFETCH, int(HOLD_BUDGET / max(mean, 1e-9))))
+        return self._workers * per_worker
+
+    def deadline(self) -> float:
+        """When :meth:`tick` must be called at the latest (``math.inf``: only on other events)."""
+        if self.exit_code is not None:
+            return math.inf
+        due = math.inf
+        if self._draining:
+            # Waiting for running tasks (or, past it, going on after the pool was aborted), then acks.
+            due = self._drain_deadline if self._acks_deadline == math.inf else self._acks_deadline
+        if not self._connected:
+            return min(due, self._reconnect_at)
+        due = min(due, self._heard_at + self.settings.master_timeout)
+        if self._welcomed:
+            due = min(due, self._heartbeat_at)
+            if self.unacked:
+                due = min(due, self._oldest_unacked() + self._resend_after)
+        return due
+
+    # -- events ------------------------------------------------------------------------------
+
+    def start(self, now: float) -> list[Effect]:
+        """The first socket is open: register."""
+        self._heard_at = now
+        self._send_hello(now)
+        return self._take()
+
+    def receive(self, message: Message, now: float) -> list[Effect]:
+        """A message from the master (decoded, so well-formed; not trusted beyond that)."""
+        if self.exit_code is not None:
+            return []
+        handler = _HANDLERS.get(type(message))
+        if handler is None:
+            self._complain(f"unexpected {message.tag} message", now)
+            return []
+        self._heard_at = now
+        self._reconnects = 0
+        handler(self, message, now)
+        return self._take()
+
+    def bad_frame(self, problem: str, now: float) -> None:
+        """A frame from the master's address that is not a message: counted, logged now and then."""
+        self._complain(problem, now)
+
+    def produced(self, results: list[list[Any]], handed_back: list[str], now: float) -> None:
+        """The pool's new result rows and the ids of tasks it gave up unstarted; sent at the
+        next :meth:`tick`."""
+        if handed_back:
+            self._handbacks.append((handed_back, "draining"))
+        if results:
+            unacked = self.unacked
+            for row in results:
+                unacked[row[0]] = (row, now)
+            if self._fresh:
+                self._fresh += results
+            else:
+                self._fresh = results  # the owner hands the list over
+
+    def aborted(self, killed: list[str], now: float) -> None:
+        """The pool killed the workers running ``killed`` (after :class:`AbortPool`)."""
+        if killed:
+            timeout = self.settings.drain_timeout
+            log.warning("drain timeout: killed %d running tasks and handing them back", len(killed))
+            self._handbacks.append((killed, f"killed when the controller stopped (drain timeout {timeout} s)"))
+
+    def signal(self, now: float) -> list[Effect]:
+        """SIGTERM, SIGINT or SIGHUP: drain; when draining already, stop now."""
+        if self.exit_code is not None:
+            return []
+        if self._draining:
+            log.warning("signal received again: stopping now")
+            self._drain_deadline = self._acks_deadline = now
+            self._check_drain(now)
+        else:
+            self._start_drain("signal received", now)
+        return self._take()
+
+    def stop_requested(self, now: float) -> list[Effect]:
+        """Asked to stop (the ``stop`` event of :func:`~cyclone_core.engine.controller.run_controller`)."""
+        if self.exit_code is None:
+            self._start_drain("asked to stop", now)
+        return self._take()
+
+    def tick(self, now: float) -> list[Effect]:
+        """Time passed: check the timers, then send what the pool produced with the credit free."""
+        if self.exit_code is not None:
+            return []
+        self._check_master(now)
+        self._check_drain(now)
+        if self.exit_code is None:
+            self._flush(now)
+        return self._take()
+
+    # -- the master's messages ---------------------------------------------------------------
+
+    def _on_dispatch(self, message: Dispatch, now: float) -> None:
+        tasks = message.tasks
+        granted = self._outstanding
+        if len(tasks) > granted:
+            self._complain(f"a Dispatch of {len(tasks)} tasks, {granted} granted: the excess is handed back", now)
+            self._handbacks.append(([task.id for task in tasks[granted:]], "over the credit granted"))
+            tasks = tasks[:granted]
+        self._outstanding = granted - len(tasks)
+        if not tasks:
+            return
+        if self._draining:
+            self._handbacks.append(([task.id for task in tasks], "draining"))
+        else:
+            self._out.append(Submit(tasks))
+
+    def _on_ack(self, message: Ack, now: float) -> None:
+        unacked = self.unacked
+        for task_id in message.task_ids:
+            unacked.pop(task_id, None)
+
+    def _on_ping(self, message: Ping, now: float) -> None:
+        pass  # heard: that is all a Ping says
+
+    def _on_welcome(self, message: Welcome, now: float) -> None:
+        if self._welcomed:
+            log.debug("ignored a Welcome while registered (one per Hello crossing)")
+            return
+        again = self._master_id is not None
+        self._welcomed = True
+        self._master_id = message.master_id
+        self.heartbeat_interval = self._heartbeat_for(message)
+        log.info(
+            "%s with master %s (run %s)",
+            "registered again" if again else "registered",
+            message.master_id,
+            message.run_id,
+        )
+        self._send_heartbeat(now)
+        if self.unacked:
+            log.info("re-sending %d unacknowledged results", len(self.unacked))
+            rows = [row for row, _ in self.unacked.values()]
+            self.unacked = {row[0]: (row, now) for row in rows}
+            self._fresh = []
+            self._send_results(rows)
+
+    def _on_rehello(self, message: Rehello, now: float) -> None:
+        # Several may arrive for messages sent before the Hello; one Hello answers them.
+        if self._welcomed or now - self._hello_at >= self.heartbeat_interval:
+            log.info("the master asks this controller to register again: %s", message.reason)
+            self._send_hello(now)
+
+    def _on_shutdown(self, message: Shutdown, now: float) -> None:
+        self._start_drain(f"the master asks it to stop: {message.reason}", now)
+
+    def _on_refuse(self, message: Refuse, now: float) -> None:
+        log.error("master refused this controller: %s", message.reason)
+        self._exit(2)
+
+    def _heartbeat_for(self, welcome: Welcome) -> float:
+        """The heartbeat interval under ``welcome``: the controller's own, or shorter when the
+        master expects heartbeats more often (within :data:`WELCOME_LIMITS`)."""
+        interval = self.settings.heartbeat_interval
+        problems = []
+        for field, (floor, ceiling) in WELCOME_LIMITS.items():
+            value = getattr(welcome, field)
+            if type(value) not in (int, float) or not 0 < value < math.inf:
+                problems.append(f"{field}={value!r:.40} ignored (not a positive finite number)")
+                continue
+            if not floor <= value <= ceiling:
+                problems.append(f"{field}={value:g} outside {floor:g}..{ceiling:g} s")
+                value = min(max(value, floor), ceiling)
+            if field == "controller_timeout":
+                value /= HEARTBEATS_PER_TIMEOUT
+            interval = min(interval, value)
+        if problems:
+            log.warning("master %s sent %s: heartbeat every %g s", welcome.master_id, ", ".join(problems), interval)
+        return interval
+
+    def _complain(self, problem: str, now: float) -> None:
+        self._complaints += 1
+        if now - self._complained_at >= COMPLAIN_EVERY:
+            self._complained_at = now
+            log.warning("ignored a bad message from the master: %s (%d so far)", problem, self._complaints)
+
+    # -- timers ------------------------------------------------------------------------------
+
+    def _check_master(self, now: float) -> None:
+        settings = self.settings
+        if not self._connected:
+            if now >= self._reconnect_at:
+                self._connected = True
+                self._heard_at = now
+                self._out.append(_CONNECT)
+                self._send_hello(now)
+            return
+        silent = now - self._heard_at
+        if silent >= settings.master_timeout:
+            self._reconnects += 1
+            if settings.max_reconnects and self._reconnects > settings.max_reconnects:
+                log.error(
+                    "master %s did not answer after %d reconnects; giving up (%d tasks held and %d results "
+                    "unacknowledged are abandoned)",
+                    settings.master,
+                    settings.max_reconnects,
+                    len(self._pool.jobs),
+                    len(self.unacked),
+                )
+                self._exit(1)
+                return
+            delay = min(settings.reconnect_interval * 2 ** (self._reconnects - 1), settings.reconnect_max)
+            log.warning("master %s silent for %.1f s; reconnecting in %.1f s", settings.master, silent, delay)
+            self._connected = self._welcomed = False
+            self._reconnect_at = now + delay
+            self._out.append(_DISCONNECT)
+            return
+        if not self._welcomed:
+            return
+        if now >= self._heartbeat_at:
+            self._send_heartbeat(now)
+        if self.unacked and now - self._oldest_unacked() >= self._resend_after:
+            log.warning(
+                "%d results unacknowledged for %.1f s; registering again", len(self.unacked), self._resend_after
+            )
+            self._send_hello(now)
+
+    @property
+    def _resend_after(self) -> float:
+        return 2 * self.heartbeat_interval
+
+    def _oldest_unacked(self) -> float:
+        return next(iter(self.unacked.values()))[1]
+
+    # -- draining ----------------------------------------------------------------------------
+
+    def _start_drain(self, why: str, now: float) -> None:
+        if self._draining:
+            return
+        self._draining = True
+        log.info("draining (%s): %d tasks held", why, len(self._pool.jobs))
+        self._out.append(_DRAIN_POOL)
+        self._drain_deadline = now + self.settings.drain_timeout
+        if self._welcomed:
+            self._send_heartbeat(now)  # draining=True: the master sends no more tasks
+
+    def _check_drain(self, now: float) -> None:
+        if not self._draining or self.exit_code is not None:
+            return
+        if self._pool.jobs and not self._aborted:
+            if now < self._drain_deadline:
+                return
+            self._aborted = True
+            self._out.append(_ABORT_POOL)  # goes on at the next tick, with what the pool returned
+            return
+        if self._acks_deadline == math.inf:
+            self._acks_deadline = now + self.settings.master_timeout
+        self._flush(now)
+        if self.unacked and now < self._acks_deadline:
+            return
+        if self.unacked:
+            log.error("exiting with %d results the master did not acknowledge", len(self.unacked))
+        self._out.append(Send(Goodbye("shutdown")))
+        log.info("controller %s stopped", self._hello.controller_id)
+        self._exit(1 if self.unacked else 0)
+
+    def _exit(self, code: int) -> None:
+        self.exit_code = code
+        self._out.append(Exit(code))
+
+    # -- sending -----------------------------------------------------------------------------
+
+    def _flush(self, now: float) -> None:
+        """Send the handbacks and the results not sent yet, with the credit free now."""
+        fresh = self._fresh
+        if fresh:
+            self._fresh = []
+        if not self._welcomed:
+            return  # kept: the results are sent again once welcomed, with the handbacks
+        out = self._out
+        if self._handbacks:
+            for task_ids, reason in self._handbacks:
+                out.append(Send(Handback(task_ids, reason)))
+            self._handbacks.clear()
+        if fresh or self._credit() > 0:
+            self._send_results(fresh)
+
+    def _send_results(self, rows: list[list[Any]]) -> None:
+        credit = self._credit()
+        self._outstanding += credit
+        self._out.append(SendResults(rows, credit))
+
+    def _credit(self) -> int:
+        """Slots to grant now: the target less what is held and what the master may still send."""
+        if self._draining:
+            return 0
+        return max(0, self.target() - len(self._pool.jobs) - self._outstanding)
+
+    def _send_hello(self, now: float) -> None:
+        self._outstanding = 0
+        credit = self._credit()
+        self._outstanding = credit
+        self._welcomed = False
+        self._hello_at = now
+        self._out.append(Send(attrs.evolve(self._hello, credit=credit)))
+
+    def _send_heartbeat(self, now: float) -> None:
+        self._heartbeat_at = now + self.heartbeat_interval
+        self._out.append(Send(Heartbeat(running=self._pool.held_ids(), draining=self._draining)))
+
+    def _take(self) -> list[Effect]:
+        out = self._out
+        self._out = []
+        return out
+
+
+#: The handler of each message a master may send; any other message is refused.
+_HANDLERS: dict[type[Any], Callable[[ControllerSession, Any, float], None]] = {
+    Dispatch: ControllerSession._on_dispatch,
+    Ack: ControllerSession._on_ack,
+    Ping: ControllerSession._on_ping,
+    Welcome: ControllerSession._on_welcome,
+    Rehello: ControllerSession._on_rehello,
+    Shutdown: ControllerSession._on_shutdown,
+    Refuse: ControllerSession._on_refuse,
+}
