@@ -9,7 +9,9 @@ through the thread's own connection.  The journal stays the durable record eithe
 
 A sink that fails (in ``open`` or ``write``) is retried with exponential backoff up to
 :data:`BACKOFF_MAX` seconds; the failure is logged as one line and counted, and nothing else
-waits for it: the master keeps dispatching and the results wait in the journal.
+waits for it: the master keeps dispatching and the results wait in the journal.  Anything else
+that goes wrong in a delivery thread (reading the journal, say) is not the sink's failure and is
+not retried: delivery to that sink stops, logged with its traceback and shown as its last error.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from cyclone_core.engine.journal import Outbox
 from cyclone_core.errors import one_line_error
@@ -64,6 +67,8 @@ class SinkDelivery:
         self._abort = threading.Event()
         self._ready = threading.Event()
         self._oldest: tuple[int, float | None] = (-1, None)
+        #: Seconds to wait after the sink's latest failure (0 while it works).
+        self._delay = 0.0
         # Committed results handed over by the master: (number of the first, when, results).
         self._fresh: deque[tuple[int, float, list[Result]]] = deque()
         self._fresh_count = 0
@@ -140,41 +145,58 @@ class SinkDelivery:
         self._thread.join(timeout)
 
     def _run(self) -> None:
+        # Only the sink's own calls are retried (see _call_sink).  An error anywhere else, in
+        # this code or the journal, is not the sink failing: delivery stops, with a traceback.
+        try:
+            self._deliver()
+        except Exception as exc:
+            self.last_error = f"delivery stopped by an internal error: {one_line_error(exc)}"
+            log.critical("sink '%s': %s", self.name, self.last_error, exc_info=True)
+
+    def _deliver(self) -> None:
         try:
             outbox = Outbox(self._journal.path, self.name)
-        except Exception as exc:
-            self._fail(exc, 0.0)
+            self.mark = outbox.mark
+        finally:
             self._ready.set()
-            return
-        self.mark = outbox.mark
-        self._ready.set()
         opened = False
-        delay = 0.0
         try:
             while not self._abort.is_set():
-                try:
-                    if not opened:
-                        self.sink.open()
-                        opened = True
-                    if not self._step(outbox):
-                        break
-                except Exception as exc:  # any failure of third-party sink code is retried
-                    delay = min(max(delay * 2, _BACKOFF_FIRST), self._backoff_max)
-                    self._fail(exc, delay)
-                    # Backoff is cut short only by abort: finishing keeps retrying until then.
-                    self._abort.wait(delay)
+                if not opened:
+                    opened = self._call_sink(self.sink.open)
                     continue
-                if self.failing:
-                    self.failing = False
-                    delay = 0.0
-                    log.warning("sink '%s' recovered (%d results waiting)", self.name, self.backlog)
+                batch = self._step(outbox)
+                if batch is None:
+                    break
+                last, results = batch
+                if results and self._call_sink(self.sink.write, results):
+                    outbox.delivered(last)
+                    self.mark = last
+                    self.delivered += len(results)
         finally:
             if opened:
                 try:
                     self.sink.close()
-                except Exception as exc:
+                except Exception as exc:  # third-party code
                     log.warning("sink '%s' failed to close: %s", self.name, one_line_error(exc))
             outbox.close()
+
+    def _call_sink(self, method: Callable[..., object], *args: Any) -> bool:
+        """Call the sink's ``open`` or ``write``; returns whether it succeeded.  A failure is
+        logged and counted, and waited out with exponential backoff (cut short only by
+        :meth:`stop`: finishing keeps retrying until then)."""
+        try:
+            method(*args)
+        except Exception as exc:  # any failure of third-party sink code is retried
+            self._delay = min(max(self._delay * 2, _BACKOFF_FIRST), self._backoff_max)
+            self._fail(exc, self._delay)
+            self._abort.wait(self._delay)
+            return False
+        if self.failing:
+            self.failing = False
+            self._delay = 0.0
+            log.warning("sink '%s' recovered (%d results waiting)", self.name, self.backlog)
+        return True
 
     def _fail(self, exc: BaseException, delay: float) -> None:
         self.errors += 1
@@ -188,15 +210,16 @@ class SinkDelivery:
             self.backlog,
         )
 
-    def _step(self, outbox: Outbox) -> bool:
-        """Deliver one batch, or wait for one; ``False`` when finished and nothing is left."""
+    def _step(self, outbox: Outbox) -> tuple[int, list[Result]] | None:
+        """The next batch for the sink and the number of its last result, or an empty one
+        after waiting for results; ``None`` when finished and nothing is left."""
         waiting = self._journal.last_result - outbox.mark
         finishing = self._finish.is_set()
         if waiting <= 0:
             if finishing:
-                return False
+                return None
             self._wait(1.0)
-            return True
+            return outbox.mark, []
         batch_size = self.sink.batch_size
         if waiting < batch_size and not finishing:
             if self._oldest[0] != outbox.mark:  # the master wakes us often: ask SQLite once per mark
@@ -206,16 +229,11 @@ class SinkDelivery:
             left = oldest + self.sink.flush_interval - time.time() if oldest is not None else 0.0
             if left > 0:
                 self._wait(left)
-                return True
+                return outbox.mark, []
         last, results = self._take_fresh(outbox.mark, batch_size)
         if not results:
             last, results = outbox.fetch(batch_size)
-        if results:
-            self.sink.write(results)
-            outbox.delivered(last)
-            self.mark = last
-            self.delivered += len(results)
-        return True
+        return last, results
 
     def _wait(self, timeout: float) -> None:
         self._wake.wait(timeout)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -78,3 +80,27 @@ def test_a_resumed_journal_delivers_what_the_sink_missed_then_takes_new_results_
     finally:
         delivery.stop(5.0)
     assert [int(r.key or 0) for r in sink.results] == list(range(1, 17))
+
+
+def test_a_journal_that_cannot_be_read_stops_delivery_and_is_not_blamed_on_the_sink(
+    tmp_path: Path, wait: Callable[..., Any], sink: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "journal.sqlite"
+    settler = Settler(path)
+    settler.settle(3, [])  # journaled only: the delivery thread reads them from the journal
+    with closing(sqlite3.connect(path)) as damage:
+        damage.execute("UPDATE results SET data = x'c1'")  # not msgpack
+        damage.commit()
+    sink.flush_interval = 0.0
+    delivery = SinkDelivery(sink, settler.journal, backoff_max=0.05)
+    delivery.start()
+    try:
+        wait(lambda: delivery.finished, what="delivery to stop")
+    finally:
+        delivery.stop(5.0)
+    assert (delivery.errors, sink.writes, delivery.mark) == (0, 0, 0)
+    assert delivery.last_error is not None
+    assert delivery.last_error.startswith("delivery stopped by an internal error: ")
+    (record,) = [r for r in caplog.records if r.name == "cyclone.delivery"]
+    assert record.getMessage() == f"sink 'memory': {delivery.last_error}"
+    assert record.exc_info is not None
