@@ -15,12 +15,14 @@ import attrs
 from ClusterShell.RangeSet import RangeSet, RangeSetParseError
 
 from cyclone_core import CycloneError
-from cyclone_lustre_ost.lustre import LustreError, LustreTools, Ost, ost_name
+from cyclone_lustre_ost.lustre import CheckedOst, LustreError, LustreTools, Ost
 
 __all__ = (
+    "ADMIN_STATES",
     "MODES",
     "SOURCES",
     "FileSystem",
+    "admin_state",
     "check_rangeset",
     "discover",
     "format_indexes",
@@ -83,9 +85,11 @@ def discover(tools: LustreTools, path: str, source: str = "osts") -> FileSystem:
 
     :param source: ``osts`` (default) runs ``lfs osts``: it reads the client's own target
         table, so it neither needs root nor waits for a server that does not answer.  ``df``
-        runs ``lfs df -v``, which adds fill levels and state flags but asks every OST.
-        ``lctl`` reads ``lctl get_param lov.*.target_obd``.  ``check`` pings every OST with
-        ``lfs check osts`` (usually needs root: set ``sudo``), as Cyclone 2.x did.
+        runs ``lfs df -v``, which adds fill levels and state flags but asks every OST; a target
+        whose statfs fails is listed as not active, with the tool's message.  ``lctl`` reads
+        ``lctl get_param lov.*.target_obd``.  ``check`` pings every OST with ``lfs check osts``
+        (usually needs root: set ``sudo``), as Cyclone 2.x did; the OSTs come from ``lfs osts``
+        and one whose ping failed, which ``lfs check`` reports on stderr only, is not active.
     """
     if source == "df":
         osts = tools.df(path)
@@ -96,10 +100,37 @@ def discover(tools: LustreTools, path: str, source: str = "osts") -> FileSystem:
     elif source == "lctl":
         osts = [ost for ost in tools.target_obd() if ost.fsname == fsname]
     else:
-        osts = [Ost(index=i, name=ost_name(fsname, i), active=up) for i, up in sorted(tools.check_osts(fsname).items())]
+        checked = {ost.index: ost for ost in tools.check_osts(fsname)}
+        osts = [_checked(ost, checked.get(ost.index)) for ost in tools.osts(path)]
     if not osts:
         raise LustreError(f"no OSTs of file system '{fsname}' found with discovery '{source}'")
     return FileSystem(fsname=fsname, osts=tuple(osts))
+
+
+def _checked(ost: Ost, checked: CheckedOst | None) -> Ost:
+    """An OST of ``lfs osts`` with the outcome of its ping (none: it was not pinged)."""
+    if checked is None:
+        return attrs.evolve(ost, active=False, error="not answered in 'lfs check osts'")
+    return attrs.evolve(ost, active=checked.active, error=checked.error)
+
+
+#: Values of an OST's administrative state: in service, drained (takes no new objects on
+#: purpose) or retired (deactivated for good).  Neither of the last two is a fault.
+ADMIN_STATES = ("", "drained", "retired")
+
+
+def admin_state(ost: Ost, drained: Iterable[int], retired: Iterable[int]) -> str:
+    """``"retired"`` for an OST listed as retired, ``"drained"`` for one listed as drained or
+    flagged ``N`` (no precreate) by ``lfs df``, else ``""``.
+
+    A drained OST (``max_create_count=0`` on the MDS) still shows ACTIVE on clients; a retired
+    one stays INACTIVE.  Only the operator knows either is on purpose, hence the lists.
+    """
+    if ost.index in set(retired):
+        return "retired"
+    if ost.index in set(drained) or "N" in ost.flags:
+        return "drained"
+    return ""
 
 
 def select(fs: FileSystem, selection: str, *, option: str = "osts") -> list[Ost]:

@@ -20,7 +20,8 @@ Planning (:class:`MigrationPlanner`, pure state, no I/O)
     Sources are served round-robin, and so are the targets, so the work spreads out.
 
 Outcomes (the task's payload ``outcome`` and metric label)
-    ``success``, ``skipped`` (striped file and ``skip_striped``), ``ignored`` (not on the
+    ``success``, ``skipped`` (a Data-on-MDT layout, always: the migration would flatten it; a
+    striped or composite file with ``skip_striped``), ``ignored`` (not on the
     source OST, or already on the target), ``displaced`` (migrated, but the data landed on
     another OST: the allocator skipped the target) with status ok; ``failed`` (the tool's
     error) with status failed.
@@ -43,6 +44,7 @@ from cyclone_core import CycloneError, Metric, Outcome, Result, Status, Task, Ta
 from cyclone_lustre_ost.discovery import check_rangeset, format_indexes, parse_rangeset
 from cyclone_lustre_ost.legacy import legacy_bool, legacy_task_properties, translate
 from cyclone_lustre_ost.lustre import Layout, LustreError, LustreTools, Ost, ost_label
+from cyclone_lustre_ost.metrics import target_labels, target_name
 from cyclone_lustre_ost.options import between, positive
 
 __all__ = ("LustreOstMigrateGenerator", "LustreOstMigrateTask", "MigrationEntry", "MigrationPlanner", "read_input")
@@ -67,7 +69,8 @@ class LustreOstMigrateTask(Task):
     :param fsname: file system name, for the ``fs`` label.
     :param block: block other access during the copy (``--block``), else ``--non-block``.
     :param direct_io: copy with O_DIRECT; ``False`` adds ``--non-direct``.
-    :param skip_striped: leave files with more than one stripe or component alone.
+    :param skip_striped: leave files with more than one stripe or component alone (files with a
+        Data-on-MDT component are always left alone).
     :param lfs_bin: the ``lfs`` program.
     :param sudo: run ``lfs`` with ``sudo -n``.
     :param tool_timeout: seconds each ``lfs`` call may take (the copy included).
@@ -106,9 +109,7 @@ class LustreOstMigrateTask(Task):
         except LustreError as exc:
             return self._outcome("failed", str(exc), start=start)
         if after.stripe_offset != self.target:
-            return self._outcome(
-                "displaced", f"migrated to {ost_label(after.stripe_offset)}, not {self._target}", start=start
-            )
+            return self._outcome("displaced", f"migrated to {after.describe()}, not {self._target}", start=start)
         return self._outcome("success", None, start=start)
 
     @property
@@ -120,18 +121,25 @@ class LustreOstMigrateTask(Task):
         return ost_label(self.target)
 
     def _verdict(self, layout: Layout) -> tuple[str, str] | None:
-        on = ",".join(ost_label(i) for i in layout.osts or (layout.stripe_offset,))
-        if layout.striped and self.skip_striped:
-            return "skipped", f"striped over {on}"
-        if self.target in (layout.osts or (layout.stripe_offset,)):
+        on = layout.describe()
+        if layout.dom:  # "lfs migrate -c N -i M" would turn it into a plain layout on one OST
+            return "skipped", f"Data-on-MDT layout ({on}) is never flattened by a migration"
+        if (layout.striped or layout.composite) and self.skip_striped:
+            return "skipped", f"striped over {on}" if layout.striped else f"composite layout on {on}"
+        if self.target in layout.osts:
             return "ignored", f"already on {self._target}"
-        if self.source not in (layout.osts or (layout.stripe_offset,)):
+        if self.source not in layout.osts:
             return "ignored", f"not on {self._source} (on {on})"
         return None
 
     def _outcome(self, outcome: str, detail: str | None, *, start: float) -> Outcome:
         seconds = time.perf_counter() - start
-        labels = {"fs": self.fsname, "source": self._source, "target": self._target, "outcome": outcome}
+        # The exporters' labels name the OST the file leaves; "destination" the one it goes to.
+        labels = {
+            **target_labels(self.fsname, "ost", self.source),
+            "destination": target_name(self.fsname, "ost", self.target),
+            "outcome": outcome,
+        }
         payload: dict[str, Any] = {
             "file": self.file,
             "source": self._source,
@@ -141,7 +149,7 @@ class LustreOstMigrateTask(Task):
         }
         if detail:
             payload["detail"] = detail
-        metrics = [Metric("lustre_ost_migrate_seconds", seconds, "s", labels)]
+        metrics = [Metric("cyclone_lustre_ost_migrate_seconds", seconds, "s", labels)]
         try:
             size = os.stat(self.file).st_size
         except OSError:
@@ -149,7 +157,7 @@ class LustreOstMigrateTask(Task):
         if size is not None:
             payload["bytes"] = size
             if outcome in ("success", "displaced"):
-                metrics.append(Metric("lustre_ost_migrate_bytes", float(size), "bytes", labels))
+                metrics.append(Metric("cyclone_lustre_ost_migrate_bytes", float(size), "bytes", labels))
         failed = outcome == "failed"
         return Outcome(
             metrics=metrics,

@@ -15,9 +15,20 @@ One probe per OST at a time
     out" covers everything that is still waiting for a free worker.
 
 Inactive OSTs
-    A deactivated OST still gets a task, flagged ``active=False``: the worker reports it as a
-    failed result (``OST000a is inactive``) without touching the file system, so every selected
-    OST has a row in every round.
+    A deactivated OST (or one whose statfs or ping failed) still gets a task, flagged
+    ``active=False``: the worker reports it as a failed result (``OST000a is inactive: <why>``)
+    without touching the file system, so every selected OST has a row in every round.
+
+Drained and retired OSTs
+    OSTs listed in ``drained`` (or flagged ``N`` by ``lfs df``) and ``retired`` were taken out
+    of service on purpose: their tasks report that state with status ok and a metric value of
+    their own, so no alarm fires for them every round.
+
+Placement
+    Where the client's ``lfs`` is Lustre 2.14 or later (``lustre_version``, by default asked
+    from ``lfs --version`` once), probes create their file with ``lfs setstripe -o``, which
+    fails with the reason when the OST cannot take it; older clients use ``-i`` and the
+    placement check.
 """
 
 from __future__ import annotations
@@ -31,9 +42,18 @@ from typing import Any, ClassVar
 import attrs
 
 from cyclone_core import ByteSize, CycloneError, Result, TaskGenerator, TaskSpec
-from cyclone_lustre_ost.discovery import MODES, SOURCES, check_rangeset, discover, resolve_mode, select
+from cyclone_lustre_ost.discovery import (
+    MODES,
+    SOURCES,
+    admin_state,
+    check_rangeset,
+    discover,
+    parse_rangeset,
+    resolve_mode,
+    select,
+)
 from cyclone_lustre_ost.legacy import legacy_bool, legacy_task_properties, translate
-from cyclone_lustre_ost.lustre import LustreError, LustreTools, Ost
+from cyclone_lustre_ost.lustre import LustreError, LustreTools, Ost, parse_version
 from cyclone_lustre_ost.options import as_size, one_of, positive
 from cyclone_lustre_ost.probe import LustreOstIoTask
 
@@ -42,9 +62,23 @@ __all__ = ("LustreOstIoGenerator",)
 log = logging.getLogger("cyclone.lustre_ost")
 
 
+#: The first Lustre release whose ``lfs setstripe -o`` is strict.
+STRICT_PLACEMENT_SINCE = (2, 14)
+
+
 def _non_empty(_instance: object, attribute: attrs.Attribute[str], value: str) -> None:
     if not value.strip():
         raise ValueError(f"{attribute.name} must name a directory")
+
+
+def _version(_instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if value != "auto":
+        try:
+            parse_version(value)
+        except ValueError:
+            raise ValueError(
+                f"{attribute.name} must be 'auto' or a Lustre release such as 2.15, got {value!r}"
+            ) from None
 
 
 @attrs.define(kw_only=True)
@@ -67,7 +101,12 @@ class LustreOstIoGenerator(TaskGenerator):
     :param fsync: include ``fsync`` in the write time.
     :param mode: ``auto`` detects Lustre, ``lustre`` forces it, ``plain`` measures ``path`` as an
         ordinary directory (one probe per round, no OSTs).
-    :param slow_threshold: seconds; slower writes or reads are flagged ``lustre_ost_slow``.
+    :param slow_threshold: seconds; slower writes or reads are flagged ``cyclone_lustre_ost_slow``.
+    :param drained: RangeSet of OSTs drained on purpose (``max_create_count=0``): reported as
+        ``drained``, not probed, no alarm.  OSTs ``lfs df`` flags ``N`` count as drained too.
+    :param retired: RangeSet of OSTs deactivated for good: reported as ``retired``, no alarm.
+    :param lustre_version: the clients' Lustre release (``2.12``, ``2.15``), or ``auto`` to ask
+        ``lfs --version``; from 2.14 on the probes use the strict ``lfs setstripe -o``.
     """
 
     name: ClassVar[str] = "lustre-ost-io"
@@ -88,6 +127,9 @@ class LustreOstIoGenerator(TaskGenerator):
     fsync: bool = True
     mode: str = attrs.field(default="auto", validator=one_of(MODES))
     slow_threshold: float | None = attrs.field(default=None, validator=positive)
+    drained: str = attrs.field(default="", validator=check_rangeset)
+    retired: str = attrs.field(default="", validator=check_rangeset)
+    lustre_version: str = attrs.field(default="auto", validator=_version)
 
     #: The clock rounds are scheduled by; tests replace it.
     clock: Callable[[], float] = attrs.field(default=time.monotonic, init=False, repr=False)
@@ -99,11 +141,20 @@ class LustreOstIoGenerator(TaskGenerator):
     # key of an outstanding task -> the OST label it probes ("dir" in plain mode)
     _in_flight: dict[str, str] = attrs.field(factory=dict, init=False, repr=False)
     _busy: set[str] = attrs.field(factory=set, init=False, repr=False)
+    _strict: bool | None = attrs.field(default=None, init=False, repr=False)
 
     @property
     def tools(self) -> LustreTools:
         """The Lustre tools as configured (discovery calls are bounded by ``timeout``)."""
         return LustreTools(lfs_bin=self.lfs_bin, lctl_bin=self.lctl_bin, sudo=self.sudo, timeout=self.timeout)
+
+    @property
+    def _drained(self) -> list[int]:
+        return parse_rangeset(self.drained) or []
+
+    @property
+    def _retired(self) -> list[int]:
+        return parse_rangeset(self.retired) or []
 
     @property
     def round(self) -> int:
@@ -155,12 +206,23 @@ class LustreOstIoGenerator(TaskGenerator):
         try:
             fs = discover(self.tools, self.path, self.discovery)
             self._fsname = fs.fsname
+            if self._strict is None:
+                self._strict = self._client_version() >= STRICT_PLACEMENT_SINCE
             return select(fs, self.osts)
         except (LustreError, CycloneError) as exc:
             if self._round == 1:  # nothing ever worked: a configuration problem, say so and stop
                 raise CycloneError(f"generator '{self.name}': {exc}") from None
             log.warning("round %d skipped: OST discovery failed: %s", self._round, exc)
             return []
+
+    def _client_version(self) -> tuple[int, int]:
+        if self.lustre_version != "auto":
+            return parse_version(self.lustre_version)
+        try:
+            return self.tools.version()
+        except LustreError as exc:  # an lfs older than --version: certainly older than 2.14
+            log.warning("Lustre release unknown (%s); probes use 'lfs setstripe -i'", exc)
+            return (0, 0)
 
     def _spec(self, ost: Ost | None) -> TaskSpec | None:
         label = ost.label if ost is not None else "dir"
@@ -175,6 +237,9 @@ class LustreOstIoGenerator(TaskGenerator):
             ost=ost.index if ost is not None else None,
             fsname=self._fsname,
             active=ost.active if ost is not None else True,
+            inactive_reason=ost.error if ost is not None else "",
+            admin_state=admin_state(ost, self._drained, self._retired) if ost is not None else "",
+            strict_placement=bool(self._strict),
             total_size=self.total_size,
             block_size=self.block_size,
             fsync=self.fsync,

@@ -28,7 +28,7 @@ import attrs
 import pytest
 
 from cyclone_lustre_ost.lustre import LustreTools
-from cyclone_lustre_ost.standin import ENV, layouts_path
+from cyclone_lustre_ost.standin import ENV, VERSIONS, layouts_path
 
 __all__ = ("StandinLustre", "lustre_standin", "standin_lustre")
 
@@ -46,6 +46,7 @@ class StandinLustre:
     :param env: the environment variable that selects this stand-in when the scripts are run
         directly (``python3 .../standin/lfs``); the wrappers set it themselves.
     :param fsname: the file system name.
+    :param version: the Lustre release emulated (``"2.12"`` or ``"2.15"``).
     """
 
     mount: Path
@@ -54,13 +55,15 @@ class StandinLustre:
     state: Path
     env: dict[str, str]
     fsname: str
+    version: str = "2.15"
 
     def tools(self, *, timeout: float = 30.0) -> LustreTools:
         """:class:`LustreTools` that run this stand-in."""
         return LustreTools(lfs_bin=self.lfs_bin, lctl_bin=self.lctl_bin, timeout=timeout)
 
     def set_ost(self, index: int, **changes: Any) -> None:
-        """Change one OST's state (``active=False``, ``hang=True``, ``used_kb=...``)."""
+        """Change one OST's state (``active=False``, ``hang=True``, ``drained=True``,
+        ``statfs_error=5``, ``used_kb=...``)."""
         data = json.loads(self.state.read_text())
         for ost in data["osts"]:
             if ost["index"] == index:
@@ -71,7 +74,8 @@ class StandinLustre:
         self.state.write_text(json.dumps(data, indent=1))
 
     def layout(self, path: str | os.PathLike[str]) -> list[int]:
-        """The OSTs the stand-in recorded for ``path`` (empty if it has none yet)."""
+        """The OSTs of the objects the stand-in recorded for ``path`` (empty if it has none yet,
+        or only Data-on-MDT)."""
         layouts = layouts_path(self.state)
         if not layouts.exists():
             return []
@@ -79,7 +83,7 @@ class StandinLustre:
         resolved = os.path.join(os.path.realpath(os.path.dirname(absolute)), os.path.basename(absolute))
         key = os.path.relpath(resolved, os.path.realpath(self.mount))
         entry = json.loads(layouts.read_text())["files"].get(key)
-        return list(entry["osts"]) if entry else []
+        return [index for component in entry["components"] for index in component["osts"]] if entry else []
 
 
 def _wrapper(path: Path, script: Path, state: Path) -> str:
@@ -104,6 +108,10 @@ def standin_lustre(
     used_kb: Mapping[int, int] | None = None,
     size_kb: int = 1_048_576,
     mdt_count: int = 1,
+    drained: Iterable[int] = (),
+    statfs_error: Mapping[int, int] | None = None,
+    check_error: Mapping[int, int] | None = None,
+    version: str = "2.15",
     fsname: str = "testfs",
     name: str = "lustre",
 ) -> StandinLustre:
@@ -119,6 +127,14 @@ def standin_lustre(
     :param used_kb: index -> used KiB (default 1 % of ``size_kb``).
     :param size_kb: capacity of each OST in KiB.
     :param mdt_count: number of MDTs.
+    :param drained: indexes of drained OSTs (``max_create_count=0`` on the MDS: still ACTIVE,
+        but no new objects; ``lfs setstripe -o`` fails with ENOBUFS from 2.14 on).
+    :param statfs_error: index -> errno its statfs fails with (``lfs df`` prints
+        ``<uuid> : <strerror>`` and exits with that status; EAGAIN targets are skipped).
+    :param check_error: index -> errno its ping fails with (``lfs check osts`` reports it on
+        stderr; a deactivated OST fails with ESHUTDOWN anyway).
+    :param version: the Lustre release emulated, ``"2.12"`` or ``"2.15"`` (see
+        :mod:`cyclone_lustre_ost.standin`).
     :param fsname: file system name.
     :param name: sub-directory of ``tmp_path`` (use different names for several stand-ins).
     """
@@ -128,8 +144,11 @@ def standin_lustre(
     mount.mkdir(parents=True)
     bindir.mkdir()
     indexes = list(range(osts)) if isinstance(osts, int) else sorted(osts)
+    if version not in VERSIONS:
+        raise ValueError(f"version: the stand-in emulates Lustre {', '.join(VERSIONS)}, not {version!r}")
     flags, place_on, migrate_error, used_kb = flags or {}, place_on or {}, migrate_error or {}, used_kb or {}
-    inactive, hang, io_error = set(inactive), set(hang), set(io_error)
+    statfs_error, check_error = statfs_error or {}, check_error or {}
+    inactive, hang, io_error, drained = set(inactive), set(hang), set(io_error), set(drained)
     state = base / "state.json"
     state.write_text(
         json.dumps(
@@ -138,6 +157,7 @@ def standin_lustre(
                 "mount": str(mount),
                 "instance": "ffff8803c9c0f000",
                 "mdt_count": mdt_count,
+                "version": version,
                 "osts": [
                     {
                         "index": i,
@@ -149,6 +169,9 @@ def standin_lustre(
                         "place_on": place_on.get(i),
                         "io_error": i in io_error,
                         "migrate_error": migrate_error.get(i),
+                        "drained": i in drained,
+                        "statfs_error": statfs_error.get(i),
+                        "check_error": check_error.get(i),
                     }
                     for i in indexes
                 ],
@@ -163,6 +186,7 @@ def standin_lustre(
         state=state,
         env={ENV: str(state)},
         fsname=fsname,
+        version=version,
     )
 
 

@@ -138,8 +138,15 @@ def test_every_outcome(lustre_standin) -> None:
     done = migrate(fs, mount / "a", 0, 2)
     assert (done.status, done.payload["outcome"]) == (Status.OK, "success")
     assert fs.layout(mount / "a") == [2]
-    assert {m.name: m.value for m in done.metrics}["lustre_ost_migrate_bytes"] == 1000
-    assert done.metrics[0].labels == {"fs": "testfs", "source": "OST0000", "target": "OST0002", "outcome": "success"}
+    assert {m.name: m.value for m in done.metrics}["cyclone_lustre_ost_migrate_bytes"] == 1000
+    assert done.metrics[0].name == "cyclone_lustre_ost_migrate_seconds"
+    assert done.metrics[0].labels == {
+        "fs": "testfs",
+        "component": "ost",
+        "target": "testfs-OST0000",  # the OST the file leaves, as the exporters name it
+        "destination": "testfs-OST0002",
+        "outcome": "success",
+    }
 
     displaced = migrate(fs, mount / "b", 0, 3)  # inactive target: the allocator moves on
     assert (displaced.status, displaced.payload["outcome"]) == (Status.OK, "displaced")
@@ -166,6 +173,35 @@ def test_every_outcome(lustre_standin) -> None:
     gone = migrate(fs, mount / "missing", 0, 2)
     assert (gone.status, gone.payload["outcome"]) == (Status.FAILED, "failed")
     assert "No such file or directory" in gone.error
+
+
+def test_data_on_mdt_is_never_flattened(lustre_standin) -> None:
+    fs = lustre_standin(osts=3)
+    tools, mount = fs.tools(), fs.mount
+    tools.lfs("setstripe", "-E", "1M", "-L", "mdt", str(mount / "dom"))
+    tools.lfs("setstripe", "-E", "1M", "-L", "mdt", "-E", "-1", "-c", "1", "-i", "0", str(mount / "dom-pfl"))
+    assert fs.tools().getstripe(str(mount / "dom")).osts == ()
+    for name, on in (("dom", "the MDT (Data-on-MDT)"), ("dom-pfl", "the MDT (Data-on-MDT)")):
+        before = tools.lfs("getstripe", "-y", str(mount / name))
+        outcome = migrate(fs, mount / name, 0, 2, skip_striped=False)
+        assert (outcome.status, outcome.payload["outcome"]) == (Status.OK, "skipped")
+        assert outcome.payload["detail"] == f"Data-on-MDT layout ({on}) is never flattened by a migration"
+        assert tools.lfs("getstripe", "-y", str(mount / name)) == before  # untouched
+    assert "OST0000" not in migrate(fs, mount / "dom", 0, 2).payload["detail"]  # on no OST at all
+
+
+def test_composite_layout_objects_per_component(lustre_standin) -> None:
+    fs = lustre_standin(osts=3)
+    tools, mount = fs.tools(), fs.mount
+    # PFL: only the first component is instantiated at create; the second has no objects yet.
+    tools.lfs("setstripe", "-E", "4M", "-c", "1", "-i", "1", "-E", "-1", "-c", "2", str(mount / "pfl"))
+    layout = tools.getstripe(str(mount / "pfl"))
+    assert [(c.instantiated, c.objects) for c in layout.components] == [(True, (1,)), (False, ())]
+    skipped = migrate(fs, mount / "pfl", 1, 2)
+    assert (skipped.payload["outcome"], skipped.payload["detail"]) == ("skipped", "composite layout on OST0001")
+    moved = migrate(fs, mount / "pfl", 1, 2, skip_striped=False)
+    assert moved.payload["outcome"] == "success"
+    assert fs.layout(mount / "pfl") == [2]
 
 
 # -- the generator ----------------------------------------------------------------------------
@@ -257,6 +293,19 @@ def test_until_done_gives_up_on_blocked_files(lustre_standin, tmp_path: Path, ca
     with caplog.at_level(logging.WARNING, logger="cyclone.lustre_ost"):
         assert list(gen.tasks()) == []
     assert "1 file(s) left: no ready source/target pair" in caplog.text
+
+
+def test_a_failing_statfs_does_not_stop_the_planning(lustre_standin, tmp_path: Path, settle) -> None:
+    # OST2's statfs fails with EIO: lfs df prints every row, flags OST2 and exits with 5.
+    fs = lustre_standin(osts=4, size_kb=1000, used_kb={0: 900, 1: 100, 3: 100}, statfs_error={2: 5})
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "x.input").write_text(f"0 {files_on(fs, 0, 'x')[0]}\n")
+    gen, _ = make_generator(fs, inbox, source_threshold=80, target_threshold=50, targets="1-3", until_done=True)
+    spec = next(gen.tasks())
+    assert (spec.task.source, spec.task.target) == (0, 1)
+    assert 2 not in gen.planner.fill  # not a target while its statfs fails
+    assert settle(gen, spec).payload["outcome"] == "success"
 
 
 def test_generator_errors(lustre_standin, tmp_path: Path) -> None:

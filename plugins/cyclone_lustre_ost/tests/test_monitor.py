@@ -99,7 +99,29 @@ def test_one_shot_and_plain_mode(tmp_path: Path, settle) -> None:
     result = settle(gen, specs[0])
     assert result.status is Status.OK, result.error
     assert {m.labels["fs"] for m in result.metrics} == {str(target)}
-    assert "lustre_ost_write_bytes_per_second" in {m.name for m in result.metrics}
+    assert "cyclone_lustre_ost_write_bytes_per_second" in {m.name for m in result.metrics}
+
+
+def test_administrative_states_and_placement(lustre_standin, settle) -> None:
+    fs = lustre_standin(osts=[0, 1, 2, 3, 4], inactive=[3], flags={4: "N"}, drained=[1], check_error={2: 110})
+    gen, _ = generator(fs, discovery="check", drained="1", retired="3")
+    specs = {s.task.ost: s for s in take(gen.tasks(), 5)}
+    assert {i: s.task.admin_state for i, s in specs.items()} == {0: "", 1: "drained", 2: "", 3: "retired", 4: ""}
+    assert specs[0].task.strict_placement  # lfs --version said 2.15: "-o" is strict
+    assert (specs[2].task.active, specs[2].task.inactive_reason) == (False, "Connection timed out (110)")
+    results = {i: settle(gen, spec) for i, spec in specs.items()}
+    assert {i: (r.status, r.payload["state"]) for i, r in results.items()} == {
+        0: (Status.OK, "ok"),
+        1: (Status.OK, "drained"),
+        2: (Status.FAILED, "inactive"),
+        3: (Status.OK, "retired"),
+        4: (Status.OK, "ok"),  # N is shown by lfs df only; with discovery "check" it is not seen
+    }
+    assert results[2].error == "OST0002 is inactive: Connection timed out (110)"
+    by_df, _ = generator(fs, discovery="df", lustre_version="2.12")
+    df_specs = {s.task.ost: s.task for s in take(by_df.tasks(), 5)}
+    assert df_specs[4].admin_state == "drained"  # lfs df flags it N (no precreate)
+    assert not df_specs[0].strict_placement
 
 
 def test_several_rounds_then_stop(lustre_standin, settle) -> None:
@@ -166,6 +188,8 @@ def test_auto_mode_detects_the_standin_as_lustre(lustre_standin) -> None:
         ({"path": "/x", "rounds": "once"}, "rounds: expected a whole number"),
         ({"path": "/x", "slow_threshold": -1}, "slow_threshold must be positive, got -1.0"),
         ({"path": "/x", "color": "red"}, "extra fields found"),
+        ({"path": "/x", "drained": "a"}, "drained: 'a' is not a RangeSet"),
+        ({"path": "/x", "lustre_version": "new"}, "lustre_version must be 'auto' or a Lustre release such as 2.15"),
     ],
 )
 def test_bad_options_are_one_line(options: dict, message: str) -> None:

@@ -6,10 +6,12 @@ from pathlib import Path
 
 import pytest
 from cyclone_lustre_ost.lustre import (
+    CheckedOst,
     Ost,
     ost_label,
     ost_name,
     parse_check_osts,
+    parse_get_param,
     parse_getname,
     parse_getstripe_yaml,
     parse_lctl_dl,
@@ -18,6 +20,7 @@ from cyclone_lustre_ost.lustre import (
     parse_lfs_osts,
     parse_osc_active,
     parse_target_obd,
+    parse_version,
 )
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -47,17 +50,33 @@ def test_lfs_df_real_capture() -> None:
     assert first.fill_percent == pytest.approx(100 * 1256 / (1256 + 524063444))
 
 
+def test_lfs_df_gsi_capture_784_osts() -> None:
+    osts = parse_lfs_df(fixture("lfs_df_gsi_784_osts.txt"))
+    assert [o.index for o in osts] == list(range(784))
+    assert (osts[10].name, osts[783].name) == ("lustrefs-OST000a", "lustrefs-OST030f")
+    assert {o.index: o.flags for o in osts if o.flags} == {402: "D"}
+    assert all(o.active for o in osts)
+    assert osts[0].total_kb == 71145271296
+
+
 def test_lfs_df_inactive_devices_errors_and_flags() -> None:
     osts = {o.index: o for o in parse_lfs_df(fixture("lfs_df_v_inactive_flags.txt"))}
     assert sorted(osts) == [0, 1, 2, 3, 4, 5, 10]
-    assert osts[3] == Ost(index=3, name="testfs-OST0003", active=False)  # "OST0003 : inactive device"
-    assert osts[5].active is False  # a statfs error is no usable OST either
+    # "OST0003 : inactive device"
+    assert osts[3] == Ost(index=3, name="testfs-OST0003", active=False)
+    assert (osts[5].active, osts[5].error) == (False, "Input/output error")  # a failed statfs
     assert osts[5].name == "testfs-OST0005"
     assert (osts[1].flags, osts[2].flags, osts[4].flags, osts[10].flags) == ("D", "NS", "f", "Rf")
     assert osts[0].flags == ""
     assert osts[10].label == "OST000a"
     assert osts[2].fill_percent == pytest.approx(99.86, abs=0.01)
     assert osts[3].fill_percent is None
+
+
+@pytest.mark.parametrize(("name", "column"), [("lfs_df_h.txt", "bytes"), ("lfs_df_i.txt", "Inodes")])
+def test_lfs_df_human_and_inode_output_is_refused_by_its_header(name: str, column: str) -> None:
+    with pytest.raises(ValueError, match=f"^line 1: column '{column}' instead of '1K-blocks'"):
+        parse_lfs_df(fixture(name))
 
 
 def test_lfs_osts_and_target_obd() -> None:
@@ -71,34 +90,81 @@ def test_lfs_osts_and_target_obd() -> None:
     ]
     lov = parse_target_obd(fixture("lctl_target_obd.txt"))
     assert [(o.index, o.active) for o in lov] == [(0, True), (3, False), (10, True)]
+    one = parse_target_obd(fixture("lctl_target_obd_one_line.txt"))  # short values share the name's line
+    assert [(o.index, o.name, o.active) for o in one] == [(0, "testfs-OST0000", True)]
     assert parse_lfs_mdts(fixture("lfs_mdts.txt")) == [0, 1]
     assert parse_lfs_osts(fixture("lfs_mdts.txt")) == []
 
 
-def test_check_osts_and_osc_active_per_file_system() -> None:
-    text = fixture("lfs_check_osts.txt")
-    assert parse_check_osts(text, "testfs") == {0: True, 1: True, 3: False, 10: True}
-    assert parse_check_osts(text, "scratch") == {0: False}
+def test_check_osts_reads_failures_from_stderr() -> None:
+    stdout, stderr = fixture("lfs_check_osts.stdout"), fixture("lfs_check_osts.stderr")
+    assert parse_check_osts(stdout, stderr, "testfs") == [
+        CheckedOst(0, "testfs"),
+        CheckedOst(1, "testfs"),
+        CheckedOst(3, "testfs", "Cannot send after transport endpoint shutdown (108)"),
+        CheckedOst(4, "testfs", "Connection timed out (110)"),
+        CheckedOst(10, "testfs"),
+    ]
+    scratch = parse_check_osts(stdout, stderr, "scratch")
+    assert [(o.index, o.active) for o in scratch] == [(0, False), (1, True)]
+    assert parse_check_osts(stdout, "", "testfs")[2] == CheckedOst(10, "testfs")  # stdout alone: only the answers
+
+
+def test_get_param_both_layouts_and_osc_active() -> None:
+    text = fixture("lctl_target_obd_one_line.txt") + fixture("lctl_target_obd.txt") + fixture("lctl_osc_active.txt")
+    params = parse_get_param(text)
+    assert params["lov.testfs-clilov-ffff8803c9c0f000.target_obd"].splitlines()[-1] == "10: testfs-OST000a_UUID ACTIVE"
+    assert params["osc.testfs-OST0003-osc-ffff8803c9c0f000.active"] == "0"
     assert parse_osc_active(fixture("lctl_osc_active.txt")) == {0: True, 3: False, 10: True}
     assert parse_osc_active(fixture("lctl_osc_active.txt"), "other") == {}
 
 
 def test_getstripe_yaml_plain_layout() -> None:
     layout = parse_getstripe_yaml(fixture("lfs_getstripe_y_plain.txt"))
-    assert (layout.stripe_count, layout.stripe_offset, layout.osts, layout.components) == (1, 10, (10,), 1)
+    assert (layout.stripe_count, layout.stripe_offset, layout.osts, len(layout.components)) == (1, 10, (10,), 1)
     assert not layout.striped
+    assert not layout.composite
     only = parse_getstripe_yaml(fixture("lfs_getstripe_y_ci.txt"))
-    assert (only.stripe_count, only.stripe_offset, only.osts) == (1, 3, ())
+    assert (only.stripe_count, only.stripe_offset, only.osts) == (1, 3, (3,))
+
+
+def test_getstripe_data_on_mdt_has_no_ost() -> None:
+    dom = parse_getstripe_yaml(fixture("lfs_getstripe_y_dom.txt"))
+    assert dom.dom
+    assert dom.composite
+    assert dom.components[0].stripe_offset == 0  # printed as 0, yet no object on OST0000
+    assert (dom.osts, dom.stripe_offset) == ((), None)
+    assert dom.describe() == "the MDT (Data-on-MDT)"
+
+
+def test_getstripe_composite_per_component() -> None:
+    mixed = parse_getstripe_yaml(fixture("lfs_getstripe_y_dom_pfl.txt"))
+    assert [(c.pattern, c.instantiated, c.objects) for c in mixed.components] == [
+        ("mdt", True, ()),
+        ("raid0", True, (10,)),
+        ("raid0", False, ()),  # not instantiated: lmm_stripe_offset -1, no objects yet
+    ]
+    assert (mixed.osts, mixed.stripe_offset, mixed.dom, mixed.stripe_count) == ((10,), 10, True, 1)
+    pfl = parse_getstripe_yaml(fixture("lfs_getstripe_y_pfl.txt"))
+    assert (pfl.osts, pfl.dom, pfl.striped) == ((0, 3, 10), False, True)
+    assert pfl.describe() == "OST0000,OST0003,OST000a"
 
 
 def test_getstripe_other_formats() -> None:
     plain = parse_getstripe_yaml(fixture("lfs_getstripe_plain.txt"))
     assert plain.stripe_offset == 1
-    pfl = parse_getstripe_yaml(fixture("lfs_getstripe_pfl.txt"))
-    assert (pfl.stripe_offset, pfl.osts, pfl.components) == (1, (1, 0), 2)
+    pfl = parse_getstripe_yaml(fixture("lfs_getstripe_pfl.txt"))  # -v style: "- 0: { l_ost_idx: 1, ... }"
+    assert (pfl.stripe_offset, pfl.osts, pfl.composite) == (1, (1, 0), True)
     assert pfl.striped
     with pytest.raises(ValueError, match="lmm_stripe_offset"):
         parse_getstripe_yaml("error: getstripe failed for /x.\n")
+
+
+def test_version() -> None:
+    assert parse_version("lfs 2.15.7\n") == (2, 15)
+    assert parse_version("lustre: 2.12.9_ddn3\nkernel: patchless_client\n") == (2, 12)
+    with pytest.raises(ValueError, match="no Lustre version"):
+        parse_version("lfs: unknown option\n")
 
 
 def test_lctl_dl() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from cyclone_lustre_ost.discovery import (
     resolve_mode,
     select,
 )
-from cyclone_lustre_ost.lustre import LustreError, LustreTools, Ost
+from cyclone_lustre_ost.lustre import LustreError, LustreTools, Ost, parse_lfs_df, setstripe_reason
 from cyclone_lustre_ost.testing import standin_lustre
 
 from cyclone_core import CycloneError
@@ -64,7 +65,7 @@ def test_discovery_sources_agree(lustre_standin) -> None:
         states[source] = [(o.index, o.name, o.active) for o in found.osts]
     assert len({tuple(v) for v in states.values()}) == 1
     assert states["osts"][2] == (10, "testfs-OST000a", False)
-    assert tools.check_osts("testfs") == {0: True, 1: True, 10: False, 11: True}
+    assert [(o.index, o.active) for o in tools.check_osts("testfs")] == [(0, True), (1, True), (10, False), (11, True)]
     assert tools.osc_active("testfs") == {0: True, 1: True, 10: False, 11: True}
     assert [d.status for d in tools.devices() if d.type == "osc"] == ["UP", "UP", "IN", "UP"]
     assert tools.mdt_count(str(fs.mount)) == 1
@@ -113,7 +114,7 @@ def test_errors_carry_command_status_and_stderr(lustre_standin) -> None:
     assert f"lfs setstripe: unable to open '{mount}/nodir/f': No such file or directory (2)" in message
     assert "\n" not in message
     assert missing.value.returncode == 2
-    with pytest.raises(LustreError, match=r"status 22: .*Invalid argument"):
+    with pytest.raises(LustreError, match=r"status 22: lfs setstripe: setstripe error for .*Invalid argument"):
         tools.setstripe(str(mount / "g"), 7)  # no such OST
     tools.setstripe(str(mount / "h"), 0)
     with pytest.raises(LustreError, match="stripe already set"):
@@ -193,3 +194,101 @@ def test_concurrent_commands_keep_every_layout(lustre_standin) -> None:
     with ThreadPoolExecutor(max_workers=6) as pool:
         list(pool.map(lambda pair: tools.setstripe(pair[1], pair[0] % 4), enumerate(names)))
     assert [tools.stripe_index(name) for name in names] == [n % 4 for n in range(12)]
+
+
+def test_check_failures_go_to_stderr_and_discovery_keeps_the_ost(lustre_standin) -> None:
+    fs = lustre_standin(osts=[0, 1, 2, 3], inactive=[1], check_error={3: 110})
+    done = fs.tools().call(fs.lfs_bin, "check", "osts")
+    assert done.returncode == 0  # the real tool's status too, whatever failed
+    assert done.stdout.splitlines() == [
+        "testfs-OST0000-osc-ffff8803c9c0f000 active.",
+        "testfs-OST0002-osc-ffff8803c9c0f000 active.",
+    ]
+    assert done.stderr.splitlines() == [
+        "lfs check: error: check 'testfs-OST0001-osc-ffff8803c9c0f000': "
+        "Cannot send after transport endpoint shutdown (108)",
+        "lfs check: error: check 'testfs-OST0003-osc-ffff8803c9c0f000': Connection timed out (110)",
+    ]
+    found = discover(fs.tools(), str(fs.mount), "check")
+    assert [(o.index, o.active, o.error) for o in found.osts] == [
+        (0, True, ""),
+        (1, False, "Cannot send after transport endpoint shutdown (108)"),
+        (2, True, ""),
+        (3, False, "Connection timed out (110)"),
+    ]
+    assert [o.index for o in select(found, "1,3")] == [1, 3]  # selecting a failed OST works
+
+
+def test_df_prints_every_row_and_still_fails(lustre_standin) -> None:
+    fs = lustre_standin(osts=[0, 1, 2, 3], statfs_error={1: 5, 2: 11})  # EIO, EAGAIN
+    done = fs.tools().call(fs.lfs_bin, "df", "-v", str(fs.mount))
+    assert done.returncode == 5
+    assert "testfs-OST0001_UUID : Input/output error" in done.stdout.splitlines()
+    assert "OST0002" not in done.stdout  # EAGAIN targets are skipped, not printed
+    osts = {o.index: o for o in fs.tools().df(str(fs.mount))}
+    assert sorted(osts) == [0, 1, 3]
+    assert (osts[1].active, osts[1].error, osts[0].active) == (False, "Input/output error", True)
+    found = discover(fs.tools(), str(fs.mount), "df")
+    assert [o.index for o in found.osts] == [0, 1, 3]
+
+
+@pytest.mark.parametrize(("option", "column"), [("-h", "bytes"), ("-H", "bytes"), ("-i", "Inodes")])
+def test_df_in_other_units_is_refused(lustre_standin, option: str, column: str) -> None:
+    fs = lustre_standin(osts=2)
+    text = fs.tools().lfs("df", option, str(fs.mount))
+    assert text.split()[1] == column
+    with pytest.raises(ValueError, match=f"column '{column}' instead of '1K-blocks'"):
+        parse_lfs_df(text)
+
+
+def test_get_param_one_line_and_multi_line(lustre_standin) -> None:
+    one = lustre_standin(osts=1, name="one")
+    assert one.tools().lctl("get_param", "lov.*.target_obd") == (
+        "lov.testfs-clilov-ffff8803c9c0f000.target_obd=0: testfs-OST0000_UUID ACTIVE\n"
+    )
+    assert [o.name for o in one.tools().target_obd()] == ["testfs-OST0000"]
+    two = lustre_standin(osts=2, inactive=[1], name="two")
+    assert two.tools().lctl("get_param", "lov.*.target_obd").splitlines()[0].endswith(".target_obd=")
+    assert [(o.index, o.active) for o in discover(two.tools(), str(two.mount), "lctl").osts] == [(0, True), (1, False)]
+
+
+def test_version_switch(lustre_standin) -> None:
+    old = lustre_standin(osts=[0, 1, 2], flags={0: "Nf", 1: "D"}, drained=[2], version="2.12", name="old")
+    new = lustre_standin(osts=[0, 1, 2], flags={0: "Nf", 1: "D"}, drained=[2], name="new")
+    assert (old.tools().version(), new.tools().version()) == ((2, 12), (2, 15))
+    assert old.tools().lfs("--version") == "lfs 2.12.9\n"
+    assert [o.flags for o in old.tools().df(str(old.mount))] == ["", "D", ""]  # N and f came with 2.14
+    assert [o.flags for o in new.tools().df(str(new.mount))] == ["Nf", "D", ""]
+    old.tools().setstripe(str(old.mount / "f"), 2, strict=True)  # 2.12: -o is no stricter than -i
+    assert old.layout(old.mount / "f") == [0]
+    with pytest.raises(LustreError) as refused:
+        new.tools().setstripe(str(new.mount / "f"), 2, strict=True)
+    assert refused.value.returncode == errno.ENOBUFS
+    assert refused.value.stderr == f"lfs setstripe: setstripe error for '{new.mount}/f': No buffer space available\n"
+    assert setstripe_reason(refused.value) == "No buffer space available"
+
+
+def test_setstripe_error_wording(lustre_standin) -> None:
+    fs = lustre_standin(osts=2, inactive=[1])
+    tools, mount = fs.tools(), fs.mount
+    tools.setstripe(str(mount / "f"), 0)
+    with pytest.raises(LustreError, match=r"status 17: lfs setstripe: setstripe error for '.*/f': stripe already set$"):
+        tools.setstripe(str(mount / "f"), 0)
+    with pytest.raises(LustreError) as inactive:
+        tools.setstripe(str(mount / "g"), 1, strict=True)
+    assert inactive.value.returncode == errno.EREMOTEIO
+    assert setstripe_reason(inactive.value) == "inactive OST among your specified 1 OST(s)"
+
+
+def test_directories_layouts_and_cache_advice(lustre_standin) -> None:
+    fs = lustre_standin(osts=4, mdt_count=2)
+    tools, mount = fs.tools(), fs.mount
+    tools.mkdir_on_mdt(str(mount / "a"), 1)
+    (mount / "a" / "b").mkdir()  # a plain mkdir stays on its parent's MDT
+    assert tools.dir_mdts(str(mount / "a"), str(mount / "a" / "b"), str(mount)) == [1, 1, 0]
+    tools.setstripe(str(mount / "a" / "b"), 3)  # a directory: the default layout of new files
+    (mount / "a" / "b" / "new").write_text("x")
+    assert tools.stripe_index(str(mount / "a" / "b" / "new")) == 3
+    tools.drop_oss_cache(str(mount / "a" / "b" / "new"), 1 << 20)
+    with pytest.raises(LustreError, match="cannot open file"):
+        tools.drop_oss_cache(str(mount / "missing"), 1)

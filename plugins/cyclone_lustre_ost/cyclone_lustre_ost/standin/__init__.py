@@ -1,31 +1,46 @@
 """Stand-in ``lfs`` and ``lctl``: a configurable Lustre file system on an ordinary directory.
 
-They print exactly what the real tools print (column widths, headers, ``filesystem_summary:``,
-``inactive device`` rows, ``OBDS:`` listings, ``lfs check osts`` lines, ``lfs getstripe -y``,
-``lctl dl``, ``lctl get_param``) and fail with the real messages and exit statuses (the
-``errno``) for bad usage and unknown paths, so code tested against them runs unchanged against
-Lustre.  Only the standard library is used: the programs start in a few milliseconds.
+They print exactly what the real tools of Lustre 2.12 to 2.15 print (column widths, headers,
+``filesystem_summary:``, ``inactive device`` and statfs error rows, ``OBDS:`` listings,
+``lfs check osts`` lines and their stderr-only failures, ``lfs getstripe -y`` of plain,
+composite and Data-on-MDT layouts, ``lctl dl``, ``lctl get_param`` in its one-line and
+multi-line forms) and fail with the real messages and exit statuses (the ``errno``), so code
+tested against them runs unchanged against Lustre.  Only the standard library is used: the
+programs start in a few milliseconds.
 
 The file system is described by a JSON state file named by the environment variable
 ``CYCLONE_STANDIN_LUSTRE``::
 
     {"fsname": "testfs", "mount": "/tmp/x/mnt", "instance": "ffff8803c9c0f000",
-     "mdt_count": 1,
+     "mdt_count": 1, "version": "2.15",
      "osts": [{"index": 0, "active": true, "size_kb": 1048576, "used_kb": 1024,
                "flags": "", "hang": false, "place_on": null, "io_error": false,
-               "migrate_error": null}]}
+               "migrate_error": null, "drained": false, "statfs_error": null,
+               "check_error": null}]}
+
+``version`` is the Lustre release emulated, ``2.12`` or ``2.15`` (the default); they differ
+where the real tools do: ``lfs setstripe -o`` is strict from 2.14 on (an unusable OST fails the
+call) while 2.12's allocator skips it as it does for ``-i``; ``lfs df`` prints the state letters
+``N`` and ``f`` from 2.14 on; ``lfs --version`` says which.
 
 Per OST: ``active`` false makes it a deactivated target (``inactive device``, ``INACTIVE``,
-skipped by the allocator); ``flags`` are the ``lfs df`` state letters; ``hang`` makes every
-command that involves the OST hang (``lfs df``, ``lfs check``, ``setstripe``/``migrate`` onto
-it); ``place_on`` makes the allocator put objects requested on this OST on that one;
-``io_error`` backs objects on this OST with ``/dev/full`` so that writes fail with ENOSPC;
-``migrate_error`` makes ``lfs migrate`` onto this OST fail with that message.
+a failed ``lfs check``, skipped by the allocator); ``flags`` are the ``lfs df`` state letters
+(``S`` and ``R`` also make the allocator skip it); ``drained`` is ``max_create_count=0`` on the
+MDS (still ACTIVE everywhere, but no new objects); ``statfs_error`` an errno its statfs fails
+with (``lfs df`` prints ``<uuid> : <strerror>`` and exits with it, EAGAIN is skipped);
+``check_error`` the errno its ping fails with; ``hang`` makes every command that involves the
+OST hang (``lfs df``, ``lfs check``, ``setstripe``/``migrate`` onto it); ``place_on`` makes the
+allocator put objects requested on this OST on that one; ``io_error`` backs objects on this OST
+with ``/dev/full`` so that writes fail with ENOSPC; ``migrate_error`` makes ``lfs migrate`` onto
+this OST fail with that message.
 
 ``lfs setstripe`` creates the (empty) file for real under the mount and records its layout in
-``<state>-layouts.json`` beside the state file; ``getstripe`` reads it (a file it has not seen
-gets a default one-stripe layout on first sight); ``lfs mkdir -i N`` creates the directory and
-records its MDT; ``lfs migrate`` rewrites the layout.  The state can be edited between calls.
+``<state>-layouts.json`` beside the state file (``-E``/``-L mdt`` make composite and
+Data-on-MDT layouts; only the first component is instantiated, as at create); on a directory
+it records the default layout its new files get.  ``getstripe`` reads the layout (a file it has
+not seen gets its directory's default layout, or a one-stripe one, on first sight); ``lfs
+mkdir -i N`` creates the directory and records its MDT; ``lfs migrate`` rewrites the layout.
+The state can be edited between calls.
 """
 
 from __future__ import annotations
@@ -41,19 +56,21 @@ import sys
 import time
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-__all__ = ("ENV", "layouts_path", "main_lctl", "main_lfs")
+__all__ = ("ENV", "VERSIONS", "layouts_path", "main_lctl", "main_lfs")
 
 #: The environment variable naming the state file.
 ENV = "CYCLONE_STANDIN_LUSTRE"
+#: The Lustre releases emulated, by the ``version`` of the state file.
+VERSIONS = {"2.12": "2.12.9", "2.15": "2.15.7"}
 
 _MDT_SIZE_KB = 2_097_152
 _MDT_USED_KB = 4_608
 _STRIPE_SIZE = 1_048_576
-# LL_IOC_LOV_SETSTRIPE, as liblustreapi prints it in "error on ioctl" messages.
-_SETSTRIPE_IOCTL = "0x4008669a"
+_EOF = -1
 
 
 class _Exit(Exception):
@@ -61,6 +78,16 @@ class _Exit(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+@dataclass
+class _Output:
+    """What a command printed on both streams, and its exit status (for commands that print
+    rows and still fail, or report failures on stderr and still succeed)."""
+
+    stdout: str = ""
+    stderr: str = ""
+    status: int = 0
 
 
 def _fail(status: int, message: str) -> NoReturn:
@@ -87,6 +114,8 @@ class _Fs:
         self.instance: str = self.state.get("instance", "ffff8803c9c0f000")
         self.mdt_count: int = int(self.state.get("mdt_count", 1))
         self.osts: dict[int, dict[str, Any]] = {int(o["index"]): o for o in self.state["osts"]}
+        self.release: str = VERSIONS[str(self.state.get("version", "2.15"))]
+        self.version = tuple(int(part) for part in self.release.split(".")[:2])
 
     # -- paths -----------------------------------------------------------------------------
 
@@ -123,17 +152,32 @@ class _Fs:
             while True:
                 time.sleep(3600)
 
+    def refusal(self, index: int) -> int | None:
+        """Why the MDS cannot create an object on this OST (an errno), or ``None``: inactive
+        (EREMOTEIO), out of space (ENOSPC), read-only (EROFS), drained (ENOBUFS)."""
+        ost = self.osts[index]
+        if not ost.get("active", True) or ost.get("statfs_error"):
+            return errno.EREMOTEIO
+        if "S" in ost.get("flags", ""):
+            return errno.ENOSPC
+        if "R" in ost.get("flags", ""):
+            return errno.EROFS
+        if ost.get("drained"):
+            return errno.ENOBUFS
+        return None
+
     def allocate(self, start: int, count: int) -> list[int]:
-        """Mimic lod_ost_alloc_specific: start at ``start`` and skip inactive OSTs."""
+        """Mimic lod_ost_alloc_specific: start at ``start`` and skip OSTs that cannot take an
+        object (inactive, full, read-only, drained)."""
         order = sorted(self.osts)
-        if start < 0:  # let the "MDS" choose: the least used active OST first
-            start = min((i for i in order if self.osts[i].get("active", True)), key=self._used, default=order[0])
+        if start < 0:  # let the "MDS" choose: the least used usable OST first
+            start = min((i for i in order if self.refusal(i) is None), key=self._used, default=order[0])
         if start not in self.osts:
             _fail(errno.EINVAL, "")
         requested = self.osts[start].get("place_on")
         first = int(requested) if requested is not None else start
         rotated = order[order.index(first) :] + order[: order.index(first)]
-        chosen = [i for i in rotated if self.osts[i].get("active", True)][: max(count, 1)]
+        chosen = [i for i in rotated if self.refusal(i) is None][: max(count, 1)]
         if not chosen:
             _fail(errno.ENOSPC, "")
         return chosen
@@ -160,25 +204,62 @@ class _Fs:
                 tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
                 os.replace(tmp, path)
 
-    def new_layout(self, data: dict[str, Any], osts: list[int], generation: int = 0) -> dict[str, Any]:
+    @staticmethod
+    def component(
+        data: dict[str, Any],
+        osts: list[int],
+        *,
+        pattern: str = "raid0",
+        count: int = 1,
+        start: int = 0,
+        end: int = _EOF,
+    ) -> dict[str, Any]:
+        """One component; ``osts`` empty for an uninstantiated or Data-on-MDT one."""
         oid = data["next_oid"]
         data["next_oid"] = oid + len(osts)
-        return {"osts": osts, "oid": oid, "stripe_size": _STRIPE_SIZE, "layout_gen": generation}
+        return {
+            "pattern": pattern,
+            "count": 0 if pattern == "mdt" else count,
+            "osts": osts,
+            "oid": oid,
+            "start": start,
+            "end": end,
+            "init": bool(osts) or (pattern == "mdt" and start == 0),
+        }
+
+    def new_layout(self, data: dict[str, Any], osts: list[int], generation: int = 0) -> dict[str, Any]:
+        """A plain layout with its objects on ``osts``."""
+        return {"composite": False, "layout_gen": generation, "components": [self.component(data, osts)]}
 
     def layout_of(self, data: dict[str, Any], path: str) -> dict[str, Any]:
-        """The recorded layout, or the default one-stripe layout a file created without
-        ``setstripe`` would have got (deterministic, recorded on first sight)."""
+        """The recorded layout or, on first sight, the one the MDS gave a file created without
+        ``setstripe``: its directory's default (``lfs setstripe DIR``), else one stripe on a
+        deterministic usable OST."""
         key = self.key(path)
         if key not in data["files"]:
-            active = [i for i in sorted(self.osts) if self.osts[i].get("active", True)] or sorted(self.osts)
-            data["files"][key] = self.new_layout(data, [active[zlib.crc32(key.encode()) % len(active)]])
+            default = self.default_of(data, key)
+            if default is not None:
+                osts = self.allocate(int(default["index"]), int(default["count"]))
+            else:
+                usable = [i for i in sorted(self.osts) if self.refusal(i) is None] or sorted(self.osts)
+                osts = [usable[zlib.crc32(key.encode()) % len(usable)]]
+            data["files"][key] = self.new_layout(data, osts)
         return dict(data["files"][key])
+
+    def default_of(self, data: dict[str, Any], key: str) -> dict[str, Any] | None:
+        """The default file layout the nearest directory above ``key`` was given."""
+        key = os.path.dirname(key)
+        while key not in ("", "."):
+            if "stripe" in data["dirs"].get(key, {}):
+                return dict(data["dirs"][key]["stripe"])
+            key = os.path.dirname(key)
+        return None
 
     def mdt_of(self, data: dict[str, Any], path: str) -> int:
         """The MDT of a directory (recorded by ``lfs mkdir -i``) or of a file's parent."""
         key = self.key(path)
         while key not in ("", "."):
-            if key in data["dirs"]:
+            if "mdt" in data["dirs"].get(key, {}):
                 return int(data["dirs"][key]["mdt"])
             key = os.path.dirname(key)
         return 0
@@ -235,43 +316,95 @@ def _int(cmd: str, what: str, text: str) -> int:
         _fail(errno.EINVAL, f"lfs {cmd}: invalid {what} '{text}'")
 
 
+def _size(cmd: str, text: str) -> int:
+    """``1M``, ``64K``, ``-1``/``EOF`` (end of file) as ``lfs`` reads component ends."""
+    if text.lower() in ("-1", "eof"):
+        return _EOF
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    scale = units.get(text[-1:].lower(), 1)
+    return _int(cmd, "component end", text[:-1] if scale > 1 else text) * scale
+
+
 # -- lfs --------------------------------------------------------------------------------------
 
 
-def _df_row(name: str, total: int, used: int, avail: int, *, mount: str, suffix: str = "") -> str:
+def _cooked(value_kb: int) -> str:
+    """``lfs df -h``: sizes with a binary suffix (``HDF`` in lfs.c)."""
+    value, suffix = float(value_kb) * 1024, ""
+    for unit in "KMGTPE":
+        if value < 1024:
+            break
+        value, suffix = value / 1024, unit
+    return f"{value:.1f}{suffix}" if suffix else f"{int(value)}"
+
+
+def _df_row(name: str, total: int, used: int, avail: int, *, mount: str, suffix: str = "", cooked: bool = False) -> str:
     ratio = used / (used + avail) * 100 if used + avail else 0.0
     percent = f"{math.ceil(ratio):3d}%"  # lfs rounds up, like df(1)
-    return f"{name:<20} {total:>11} {used:>11} {avail:>11} {percent:>4} {mount}{suffix}"
+    numbers = [_cooked(n) if cooked else str(n) for n in (total, used, avail)]
+    return f"{name:<20} {numbers[0]:>11} {numbers[1]:>11} {numbers[2]:>11} {percent:>4} {mount}{suffix}"
 
 
-def _lfs_df(fs: _Fs, argv: list[str]) -> str:
-    options, operands = _getopt("df", argv, {"-v": ("v", False), "--verbose": ("v", False), "-l": ("l", False)})
-    verbose = "v" in options
+_DF_SPEC = {
+    "-v": ("v", False),
+    "--verbose": ("v", False),
+    "-l": ("l", False),
+    "--lazy": ("l", False),
+    "-h": ("h", False),
+    "--human-readable": ("h", False),
+    "-H": ("h", False),
+    "-i": ("i", False),
+    "--inodes": ("i", False),
+}
+
+
+def _lfs_df(fs: _Fs, argv: list[str]) -> str | _Output:
+    options, operands = _getopt("df", argv, _DF_SPEC)
+    verbose, cooked, inodes = "v" in options, "h" in options, "i" in options
     if operands:
         if not os.path.exists(operands[0]):
             _fail(errno.ENOENT, f"error: invalid path '{operands[0]}': {_strerror(errno.ENOENT)}")
         if not fs.inside(operands[0]):
             return ""  # llapi_search_mounts finds no Lustre mount: nothing printed, status 0
     fs.involve(*fs.osts)  # statfs goes to every OST
-    lines = [f"{'UUID':<20} {'1K-blocks':>11} {'Used':>11} {'Available':>11} {'Use%':>4} Mounted on"]
+    columns = (
+        ("Inodes", "IUsed", "IFree", "IUse%")
+        if inodes
+        else ("bytes" if cooked else "1K-blocks", "Used", "Available", "Use%")
+    )
+    lines = [f"{'UUID':<20} {columns[0]:>11} {columns[1]:>11} {columns[2]:>11} {columns[3]:>4} Mounted on"]
+
+    def sizes(size: int, used: int) -> tuple[int, int, int]:
+        # -i shows inode counts; the stand-in gives every target one inode per 4 KiB.
+        if inodes:
+            return size // 4, used // 64, size // 4 - used // 64
+        return size, used, max(size - used, 0)
+
     for mdt in range(fs.mdt_count):
-        name, avail = f"{fs.fsname}-MDT{mdt:04x}_UUID", _MDT_SIZE_KB - _MDT_USED_KB
-        lines.append(_df_row(name, _MDT_SIZE_KB, _MDT_USED_KB, avail, mount=fs.mount, suffix=f"[MDT:{mdt}]"))
-    total = used_sum = avail_sum = 0
+        total, used, avail = sizes(_MDT_SIZE_KB, _MDT_USED_KB)
+        row = _df_row(f"{fs.fsname}-MDT{mdt:04x}_UUID", total, used, avail, mount=fs.mount, cooked=cooked)
+        lines.append(f"{row}[MDT:{mdt}]")
+    letters = "DRSINf" if fs.version >= (2, 14) else "DRSI"  # N and f came with 2.14
+    status = 0
+    sums = [0, 0, 0]
     for index in sorted(fs.osts):
         ost = fs.ost(index)
         if not ost.get("active", True):
             if verbose:  # only -v lists deactivated targets; lfs names them by index alone
                 lines.append(f"{f'OST{index:04x}':<20}: inactive device")
             continue
-        size, used = int(ost.get("size_kb", 1_048_576)), int(ost.get("used_kb", 0))
-        avail = max(size - used, 0)
-        flags = "".join(c for c in ost.get("flags", "") if verbose or c.isupper() or c == "?")
+        if code := ost.get("statfs_error"):
+            if code != errno.EAGAIN:  # EAGAIN targets are skipped, not printed
+                lines.append(f"{fs.uuid(index):<20}: {_strerror(code)}")
+                status = status or code  # mntdf keeps the first error; the rows still print
+            continue
+        total, used, avail = sizes(int(ost.get("size_kb", 1_048_576)), int(ost.get("used_kb", 0)))
+        flags = "".join(c for c in ost.get("flags", "") if c in letters and (verbose or c.isupper()))
         suffix = f"[OST:{index}]" + (f" {flags}" if flags else "")
-        lines.append(_df_row(fs.uuid(index), size, used, avail, mount=fs.mount, suffix=suffix))
-        total, used_sum, avail_sum = total + size, used_sum + used, avail_sum + avail
-    lines += ["", _df_row("filesystem_summary:", total, used_sum, avail_sum, mount=fs.mount), "", ""]
-    return "\n".join(lines)
+        lines.append(_df_row(fs.uuid(index), total, used, avail, mount=fs.mount, suffix=suffix, cooked=cooked))
+        sums = [sums[0] + total, sums[1] + used, sums[2] + avail]
+    lines += ["", _df_row("filesystem_summary:", *sums, mount=fs.mount, cooked=cooked), "", ""]
+    return _Output(stdout="\n".join(lines), status=status)
 
 
 def _target_path(fs: _Fs, operands: list[str], cmd: str) -> bool:
@@ -298,21 +431,31 @@ def _lfs_mdts(fs: _Fs, argv: list[str]) -> str:
     return "MDTS:\n" + "".join(f"{i}: {fs.fsname}-MDT{i:04x}_UUID ACTIVE\n" for i in range(fs.mdt_count))
 
 
-def _lfs_check(fs: _Fs, argv: list[str]) -> str:
+def _lfs_check(fs: _Fs, argv: list[str]) -> _Output:
+    """``lfs check``: ``<device> active.`` for a target that answered the ping; for one that did
+    not, liblustreapi's ``do_target_check`` prints the error on stderr only (its ``inactive.``
+    branch compares a negative errno with a positive one and never runs) and the status stays 0.
+    """
     if len(argv) != 1:
         _fail(errno.EINVAL, "lfs check: server type must be specified")
     kind = argv[0]
-    lines = []
+    out, err = [], []
     if kind in ("osts", "all", "servers"):
         fs.involve(*fs.osts)  # every OSC is pinged
-        lines += [f"{fs.osc(i)} {'active' if fs.ost(i).get('active', True) else 'inactive'}." for i in sorted(fs.osts)]
+        for i in sorted(fs.osts):
+            ost = fs.ost(i)
+            code = ost.get("check_error") or (None if ost.get("active", True) else errno.ESHUTDOWN)
+            if code:
+                err.append(f"lfs check: error: check '{fs.osc(i)}': {_strerror(code)} ({code})")
+            else:
+                out.append(f"{fs.osc(i)} active.")
     if kind in ("mdts", "mds", "all", "servers"):
-        lines += [f"{fs.fsname}-MDT{i:04x}-mdc-{fs.instance} active." for i in range(fs.mdt_count)]
+        out += [f"{fs.fsname}-MDT{i:04x}-mdc-{fs.instance} active." for i in range(fs.mdt_count)]
     if kind in ("mgts", "all", "servers"):
-        lines.append("MGC192.168.0.10@tcp active.")
-    if not lines:
+        out.append("MGC192.168.0.10@tcp active.")
+    if not out and not err:
         _fail(errno.EINVAL, f"lfs check: unrecognized option '{kind}'")
-    return "\n".join(lines) + "\n"
+    return _Output(stdout="".join(f"{line}\n" for line in out), stderr="".join(f"{line}\n" for line in err))
 
 
 def _lfs_getname(fs: _Fs, argv: list[str]) -> str:
@@ -329,46 +472,131 @@ def _lfs_getname(fs: _Fs, argv: list[str]) -> str:
     return "".join(out)
 
 
-_SETSTRIPE_SPEC = {
-    "-c": ("count", True),
-    "--stripe-count": ("count", True),
-    "-i": ("index", True),
-    "--stripe-index": ("index", True),
-    "-S": ("size", True),
-    "--stripe-size": ("size", True),
+def _lfs_version(fs: _Fs, argv: list[str]) -> str:
+    return f"lfs {fs.release}\n"
+
+
+_COMPONENT_OPTIONS = {
+    "-c": "count",
+    "--stripe-count": "count",
+    "-i": "index",
+    "--stripe-index": "index",
+    "-o": "ost",
+    "--ost": "ost",
+    "--ost-list": "ost",
+    "-S": "size",
+    "--stripe-size": "size",
+    "-L": "layout",
+    "--layout": "layout",
 }
 
 
+def _setstripe_args(cmd: str, argv: list[str]) -> tuple[list[dict[str, str]], bool, list[str]]:
+    """Components (each ``-E END`` starts one), whether any ``-E`` was given, and the files."""
+    components: list[dict[str, str]] = [{}]
+    composite = False
+    operands: list[str] = []
+    args = iter(argv)
+    for arg in args:
+        option, _, inline = arg.partition("=") if arg.startswith("--") else (arg, "", "")
+        if option in ("-E", "--component-end", *_COMPONENT_OPTIONS):
+            value = inline or next(args, None)
+            if value is None:
+                _fail(errno.EINVAL, f"lfs {cmd}: option requires an argument -- '{option.lstrip('-')}'")
+            if option in ("-E", "--component-end"):
+                if composite:
+                    components.append({})
+                composite = True
+                components[-1]["end"] = value
+            else:
+                components[-1][_COMPONENT_OPTIONS[option]] = value
+        elif arg.startswith("-") and len(arg) > 1:
+            _fail(errno.EINVAL, f"lfs {cmd}: invalid option -- '{arg.lstrip('-')}'")
+        else:
+            operands.append(arg)
+    return components, composite, operands
+
+
+def _create_error(name: str, code: int, reason: str = "") -> NoReturn:
+    # llapi_file_open_param: "setstripe error for '%s': %s", the errno as exit status.
+    _fail(code, f"lfs setstripe: setstripe error for '{name}': {reason or _strerror(code)}")
+
+
+def _instantiate(fs: _Fs, name: str, spec: dict[str, str]) -> list[int]:
+    """The OSTs of a new component's objects: ``-o`` strictly (2.14+), else from ``-i``."""
+    count = _int("setstripe", "stripe count", spec.get("count", "1"))
+    if "ost" in spec:
+        listed = [_int("setstripe", "OST index", item) for item in spec["ost"].split(",")]
+        if any(i not in fs.osts for i in listed):
+            _create_error(name, errno.EINVAL)
+        fs.involve(*listed)
+        if fs.version >= (2, 14):  # LOV_USER_MAGIC_SPECIFIC is honoured or refused, never moved
+            for index in listed:
+                if (code := fs.refusal(index)) is not None:
+                    reason = (
+                        f"inactive OST among your specified {len(listed)} OST(s)" if code == errno.EREMOTEIO else ""
+                    )
+                    _create_error(name, code, reason)
+            return listed
+        start, count = listed[0], len(listed)
+    else:
+        start = _int("setstripe", "stripe offset", spec.get("index", "-1"))
+        fs.involve(start)
+    try:
+        return fs.allocate(start, count)
+    except _Exit as exc:
+        _create_error(name, exc.status)
+
+
 def _lfs_setstripe(fs: _Fs, argv: list[str]) -> str:
-    options, operands = _getopt("setstripe", argv, _SETSTRIPE_SPEC)
+    specs, composite, operands = _setstripe_args("setstripe", argv)
     if not operands:
         _fail(errno.EINVAL, "lfs setstripe: missing filename|dirname")
-    count = _int("setstripe", "stripe count", options.get("count", "1"))
-    start = _int("setstripe", "stripe offset", options.get("index", "-1"))
     for name in operands:
-        if os.path.isdir(name):
-            continue  # a directory gets a default layout; nothing to record for the emulation
+        if os.path.isdir(name):  # a directory: the default layout of the files created in it
+            spec = specs[0]
+            with fs.layouts() as data:
+                entry = data["dirs"].setdefault(fs.key(name), {})
+                index = spec.get("ost", spec.get("index", "-1")).split(",")[0]
+                entry["stripe"] = {
+                    "index": _int("setstripe", "stripe offset", index),
+                    "count": int(spec.get("count", "1")),
+                }
+            continue
         parent = os.path.dirname(os.path.abspath(name))
-        ioctl_error = f"lfs setstripe: error on ioctl {_SETSTRIPE_IOCTL} for '{name}' (3): "
         if not os.path.isdir(parent):
             _fail(errno.ENOENT, f"lfs setstripe: unable to open '{name}': {_strerror(errno.ENOENT)} (2)")
         if not fs.inside(parent):
-            _fail(errno.ENOTTY, f"{ioctl_error}{_strerror(errno.ENOTTY)}")
-        # A dead OST hangs the command before it takes the layouts lock, so that a hung
-        # stand-in never blocks the others (the real MDS would answer them too).
-        fs.involve(start)
+            _create_error(name, errno.ENOTTY)
         with fs.layouts() as data:
             if os.path.lexists(name) and fs.key(name) in data["files"]:
-                _fail(errno.EEXIST, f"{ioctl_error}stripe already set")
-            try:
-                osts = fs.allocate(start, count)
-            except _Exit as exc:
-                _fail(exc.status, f"{ioctl_error}{_strerror(exc.status)}")
-            if fs.ost(osts[0]).get("io_error"):
+                _create_error(name, errno.EEXIST, "stripe already set")
+        # Outside the layouts lock: a dead OST hangs this command, never the others.
+        first = specs[0]
+        pattern = first.get("layout", "raid0")
+        osts = [] if pattern == "mdt" else _instantiate(fs, name, first)
+        with fs.layouts() as data:
+            start = 0
+            components = []
+            for n, spec in enumerate(specs):
+                end = _size("setstripe", spec["end"]) if composite else _EOF
+                count = _int("setstripe", "stripe count", spec.get("count", "1"))
+                components.append(
+                    fs.component(
+                        data,
+                        osts if n == 0 else [],
+                        pattern=spec.get("layout", "raid0"),
+                        count=count,
+                        start=start,
+                        end=end,
+                    )
+                )
+                start = end
+            if osts and fs.ost(osts[0]).get("io_error"):
                 os.symlink("/dev/full", name)  # writes to it fail with ENOSPC, as on a broken OST
             else:
                 os.close(os.open(name, os.O_CREAT | os.O_WRONLY, 0o644))
-            data["files"][fs.key(name)] = fs.new_layout(data, osts)
+            data["files"][fs.key(name)] = {"composite": composite, "layout_gen": 0, "components": components}
     return ""
 
 
@@ -409,12 +637,41 @@ def _lfs_getstripe(fs: _Fs, argv: list[str]) -> str:
     return "".join(out)
 
 
+def _lmm_lines(component: dict[str, Any], generation: int, yaml: bool) -> list[str]:
+    """``lov_dump_user_lmm_v1v3``: the ``lmm_*`` values and the objects of one component."""
+    osts: list[int] = component["osts"]
+    offset = 0 if component["pattern"] == "mdt" else (osts[0] if osts else -1)
+    lines = [
+        f"lmm_stripe_count:  {component['count']}",
+        f"lmm_stripe_size:   {_STRIPE_SIZE}",
+        f"lmm_pattern:       {component['pattern']}",
+        f"lmm_layout_gen:    {generation}",
+        f"lmm_stripe_offset: {offset}",
+    ]
+    if not osts:
+        return lines
+    if yaml:
+        lines.append("lmm_objects:")
+        for n, index in enumerate(osts):
+            lines += [
+                f"      - l_ost_idx: {index}",
+                f"        l_fid:     0x{0x100000000 + (index << 16):x}:0x{component['oid'] + n:x}:0x0",
+            ]
+    else:
+        lines.append("\tobdidx\t\t objid\t\t objid\t\t group")
+        for n, index in enumerate(osts):
+            oid = component["oid"] + n
+            lines.append(f"\t{index:6d}\t{oid:14d}\t{oid:#13x}\t{0:14d}")
+    return lines
+
+
 def _show_layout(name: str, layout: dict[str, Any], options: dict[str, str]) -> str:
-    osts: list[int] = layout["osts"]
     yaml = "y" in options
+    components: list[dict[str, Any]] = layout["components"]
+    on_ost = next((c for c in components if c["pattern"] != "mdt" and c["osts"]), components[0])
     fields = {
-        "c": ("lmm_stripe_count:  ", str(len(osts))),
-        "i": ("lmm_stripe_offset: ", str(osts[0])),
+        "c": ("lmm_stripe_count:  ", str(on_ost["count"])),
+        "i": ("lmm_stripe_offset: ", str(on_ost["osts"][0] if on_ost["osts"] else -1)),
     }
     chosen = [k for k in ("c", "i") if k in options]
     if chosen:
@@ -422,27 +679,27 @@ def _show_layout(name: str, layout: dict[str, Any], options: dict[str, str]) -> 
             return f"{fields[chosen[0]][1]}\n"
         return "".join(f"{fields[k][0]}{fields[k][1]}\n" for k in chosen)
     head = "" if yaml else f"{name}\n"  # YAML output omits the path
+    if not layout["composite"]:
+        return head + "\n".join(_lmm_lines(components[0], layout["layout_gen"], yaml)) + "\n\n"
     lines = [
-        f"lmm_stripe_count:  {len(osts)}",
-        f"lmm_stripe_size:   {layout['stripe_size']}",
-        "lmm_pattern:       raid0",
-        f"lmm_layout_gen:    {layout['layout_gen']}",
-        f"lmm_stripe_offset: {osts[0]}",
+        f"lcm_layout_gen:    {layout['layout_gen']}",
+        "lcm_mirror_count:  1",
+        f"lcm_entry_count:   {len(components)}",
     ]
-    if yaml:
-        lines.append("lmm_objects:")
-        for n, index in enumerate(osts):
-            oid = layout["oid"] + n
-            lines += [
-                f"      - l_ost_idx: {index}",
-                f"        l_fid:     0x{0x100000000 + (index << 16):x}:0x{oid:x}:0x0",
-            ]
-    else:
-        lines.append("\tobdidx\t\t objid\t\t objid\t\t group")
-        for n, index in enumerate(osts):
-            oid = layout["oid"] + n
-            lines.append(f"\t{index:6d}\t{oid:14d}\t{oid:#13x}\t{0:14d}")
-    return head + "\n".join(lines) + "\n\n"
+    for n, component in enumerate(components):
+        end = "EOF" if component["end"] == _EOF else str(component["end"])
+        lines += [
+            f"  component{n}:",
+            f"    lcme_id:             {n + 1}",
+            "    lcme_mirror_id:      0",
+            f"    lcme_flags:          {'init' if component['init'] else '0'}",
+            f"    lcme_extent.e_start: {component['start']}",
+            f"    lcme_extent.e_end:   {end}",
+            "    sub_layout:",
+            *(f"      {line.strip()}" if not line.startswith(" ") else line for line in _lmm_lines(component, 0, True)),
+            "",
+        ]
+    return head + "\n".join(lines) + "\n"
 
 
 def _lfs_mkdir(fs: _Fs, argv: list[str]) -> str:
@@ -479,6 +736,29 @@ def _lfs_getdirstripe(fs: _Fs, argv: list[str]) -> str:
     return "".join(out)
 
 
+_LADVICE = ("willread", "dontneed", "lockahead", "noexpand", "lockno")
+
+
+def _lfs_ladvise(fs: _Fs, argv: list[str]) -> str:
+    spec = dict.fromkeys(("-a", "--advice"), ("advice", True))
+    spec |= dict.fromkeys(("-s", "--start"), ("start", True))
+    spec |= dict.fromkeys(("-e", "--end"), ("end", True))
+    spec |= dict.fromkeys(("-l", "--length"), ("length", True))
+    spec |= dict.fromkeys(("-b", "--background"), ("background", False))
+    options, operands = _getopt("ladvise", argv, spec)
+    if options.get("advice") not in _LADVICE:
+        _fail(errno.EINVAL, f"lfs ladvise: advice type '{options.get('advice', '')}' is not supported")
+    if not operands:
+        _fail(errno.EINVAL, "lfs ladvise: please give one or more file names")
+    for name in operands:
+        if not os.path.exists(name):
+            _fail(errno.ENOENT, f"lfs ladvise: cannot open file '{name}': {_strerror(errno.ENOENT)} (2)")
+        with fs.layouts() as data:
+            layout = fs.layout_of(data, name)
+        fs.involve(*(i for c in layout["components"] for i in c["osts"]))  # the advice goes to each OSS
+    return ""
+
+
 def _lfs_migrate(fs: _Fs, argv: list[str]) -> str:
     spec = dict(_SETSTRIPE_SPEC)
     spec |= dict.fromkeys(("-b", "--block"), ("block", False))
@@ -495,7 +775,7 @@ def _lfs_migrate(fs: _Fs, argv: list[str]) -> str:
             _missing("migrate", name)
         with fs.layouts() as data:
             old = fs.layout_of(data, name)
-        fs.involve(*old["osts"], start)  # the data moves from the old objects to the new OST
+        fs.involve(*(i for c in old["components"] for i in c["osts"]), start)  # the data moves to the new OST
         with fs.layouts() as data:
             try:
                 osts = fs.allocate(start, count)
@@ -506,11 +786,22 @@ def _lfs_migrate(fs: _Fs, argv: list[str]) -> str:
                 )
             if message := fs.ost(osts[0]).get("migrate_error"):
                 _fail(errno.EIO, f"lfs migrate: {name}: {message}")
+            # -c/-i give a plain layout: whatever components the file had are gone.
             data["files"][fs.key(name)] = fs.new_layout(data, osts, old["layout_gen"] + 1)
     return ""
 
 
+_SETSTRIPE_SPEC = {
+    "-c": ("count", True),
+    "--stripe-count": ("count", True),
+    "-i": ("index", True),
+    "--stripe-index": ("index", True),
+    "-S": ("size", True),
+    "--stripe-size": ("size", True),
+}
+
 _LFS = {
+    "--version": _lfs_version,
     "df": _lfs_df,
     "osts": _lfs_osts,
     "mdts": _lfs_mdts,
@@ -521,6 +812,7 @@ _LFS = {
     "mkdir": _lfs_mkdir,
     "setdirstripe": _lfs_mkdir,
     "getdirstripe": _lfs_getdirstripe,
+    "ladvise": _lfs_ladvise,
     "migrate": _lfs_migrate,
 }
 
@@ -559,8 +851,12 @@ def _lctl_get_param(fs: _Fs, argv: list[str]) -> str:
                 out.append(name)
             elif "n" in options:
                 out.append(value)
-            else:  # multi-line values start on the line after "name="
-                out.append(f"{name}=\n{value}" if "\n" in value or name.endswith("target_obd") else f"{name}={value}")
+            # read_param: the value goes on its own lines when it holds a newline or when the
+            # buffer read (value and its newline) plus the name exceed 80 characters.
+            elif "\n" in value or len(value) + 1 + len(name) > 80:
+                out.append(f"{name}=\n{value}")
+            else:
+                out.append(f"{name}={value}")
     return "\n".join(out) + "\n"
 
 
@@ -589,12 +885,15 @@ def _main(program: str, commands: dict[str, Any], argv: list[str]) -> int:
         sys.stderr.write(f"{program}: unknown command '{command}'; try '{program} help'\n")
         return errno.EINVAL
     try:
-        sys.stdout.write(commands[command](_load(), rest))
+        result = commands[command](_load(), rest)
     except _Exit as exc:
         if exc.message:
             sys.stderr.write(exc.message + "\n")
         return exc.status
-    return 0
+    output = result if isinstance(result, _Output) else _Output(stdout=result)
+    sys.stdout.write(output.stdout)
+    sys.stderr.write(output.stderr)
+    return output.status
 
 
 def main_lfs(argv: list[str] | None = None) -> int:
