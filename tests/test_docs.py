@@ -77,3 +77,9 @@ def test_every_2x_ini_key_is_in_the_mapping_table(section_key: str) -> None:
     section, key = section_key.split(".")
     text = (DOCS / "configuration.md").read_text()
     assert re.search(rf"^\| `\[{section}\]` \| [^|]*`{key}`", text, re.MULTILINE), section_key
+
+
+def test_the_retry_table_in_the_docs_is_the_policy() -> None:
+    from cyclone_core.engine.retry import markdown_table  # noqa: PLC0415
+
+    assert markdown_table() in (DOCS / "engine.md").read_text()

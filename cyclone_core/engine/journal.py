@@ -33,6 +33,7 @@ from typing import Any
 import msgpack
 
 from cyclone_core.engine.protocol import result_from_row, result_to_row
+from cyclone_core.engine.retry import BUDGETS
 from cyclone_core.engine.scheduler import TaskRecord
 from cyclone_core.errors import ConfigError
 from cyclone_core.model import Attempt, Result, Status
@@ -43,13 +44,15 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS chunks (id INTEGER PRIMARY KEY, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS attempts (
-    seq INTEGER PRIMARY KEY, failed INTEGER NOT NULL, crashed INTEGER NOT NULL, lost INTEGER NOT NULL, history BLOB
+    seq INTEGER PRIMARY KEY, {budgets}, history BLOB
 );
 CREATE TABLE IF NOT EXISTS results (
     first INTEGER PRIMARY KEY, count INTEGER NOT NULL, at REAL NOT NULL, seqs BLOB NOT NULL, data BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS delivered (sink TEXT PRIMARY KEY, last INTEGER NOT NULL);
-"""
+""".replace("{budgets}", ", ".join(f"{name} INTEGER NOT NULL" for name in BUDGETS))
+
+_SAVE_ATTEMPTS = f"INSERT OR REPLACE INTO attempts VALUES (?, {', '.join('?' for _ in BUDGETS)}, ?)"  # noqa: S608
 
 #: Rows written since the last compaction after which the window is rewritten as one chunk.
 _COMPACT_ROWS = 1000
@@ -162,10 +165,10 @@ class Journal:
         for (seqs,) in conn.execute("SELECT seqs FROM results"):
             for seq in _unpack(seqs):
                 rows.pop(seq, None)
-        for seq, *counters in conn.execute("SELECT seq, failed, crashed, lost, history FROM attempts"):
+        columns = ", ".join(BUDGETS)
+        for seq, *counters, history in conn.execute(f"SELECT seq, {columns}, history FROM attempts"):  # noqa: S608
             if seq in rows:
-                history = _unpack(counters[3]) if counters[3] else None
-                rows[seq] = [*rows[seq][:5], *counters[:3], history]
+                rows[seq] = [*rows[seq][:5], *counters, _unpack(history) if history else None]
         return rows
 
     def pending(self) -> list[TaskRecord]:
@@ -176,21 +179,11 @@ class Journal:
         window, self._window = self._window, {}
         for seq in sorted(window):
             _, type_, args, key, timeout, *saved = window[seq]
-            failed, crashed, lost, history = saved or (0, 0, 0, None)
-            records.append(
-                TaskRecord(
-                    seq,
-                    f"{run}-{seq}",
-                    type_,
-                    args,
-                    key=key,
-                    timeout=timeout,
-                    failed=failed,
-                    crashed=crashed,
-                    lost=lost,
-                    history=_history(history),
-                )
-            )
+            *counters, history = saved or [*(0 for _ in BUDGETS), None]
+            record = TaskRecord(seq, f"{run}-{seq}", type_, args, key=key, timeout=timeout, history=_history(history))
+            for name, spent in zip(BUDGETS, counters, strict=True):
+                setattr(record, name, spent)
+            records.append(record)
         return records
 
     # -- buffered changes, written by commit() ---------------------------------------------
@@ -206,7 +199,7 @@ class Journal:
     def retried(self, records: Iterable[TaskRecord]) -> None:
         """These tasks' counters and histories changed."""
         self._updates.extend(
-            (r.seq, r.failed, r.crashed, r.lost, _pack(_history_rows(r.history)) if r.history else None)
+            (r.seq, *[getattr(r, name) for name in BUDGETS], _pack(_history_rows(r.history)) if r.history else None)
             for r in records
         )
 
@@ -229,7 +222,7 @@ class Journal:
             if self._new:
                 conn.execute("INSERT INTO chunks (data) VALUES (?)", (_pack(self._new),))
             if self._updates:
-                conn.executemany("INSERT OR REPLACE INTO attempts VALUES (?, ?, ?, ?, ?)", self._updates)
+                conn.executemany(_SAVE_ATTEMPTS, self._updates)
             if added:
                 conn.execute(
                     "INSERT INTO results (first, count, at, seqs, data) VALUES (?, ?, ?, ?, ?)",
@@ -259,7 +252,7 @@ class Journal:
         Call right after :meth:`commit`; ``window`` must be what the journal describes.
         """
         rows: list[list[Any]] = [
-            [r.seq, r.type, r.args, r.key, r.timeout, r.failed, r.crashed, r.lost, _history_rows(r.history)]
+            [r.seq, r.type, r.args, r.key, r.timeout, *[getattr(r, name) for name in BUDGETS], _history_rows(r.history)]
             for r in sorted(window, key=lambda r: r.seq)
         ]
         conn = self._conn

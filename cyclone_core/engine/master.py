@@ -1,15 +1,13 @@
-"""The master: a ZeroMQ ROUTER event loop around the scheduler, the journal and the sinks.
+"""The master: a thin ZeroMQ ROUTER loop around the :class:`~cyclone_core.engine.master_core.MasterCore`.
 
-Each turn of the loop receives every waiting frame (up to a bound), feeds the events to the
-:class:`~cyclone_core.engine.scheduler.Scheduler`, tops the window up from the generator,
-commits the turn's changes to the journal in one transaction, and only then sends what
-depends on them: acknowledgements, dispatches, pings.  Terminal results then go to the
-generator's ``on_result`` and the ``cyclone_results`` hook, and the delivery threads are woken
-to hand them to the sinks.
-
-Anything a peer sends that is not a valid message (garbage, another protocol version, a
-stranger probing the port) is counted, logged once per peer in a while, answered with Refuse
-where a reply makes sense, and never stops the loop.
+Every decision — registration and identities, scheduling and leases, retries, when to pull
+the generator, the phases of stopping — is the core's, which is pure.  This loop owns what
+the core must not: the socket, the journal, the generator (a plugin's code), the delivery
+threads and the clock.  Each turn receives every waiting frame (up to a bound) and hands it to
+the core, lets time pass, tops the window up from the generator, then applies the core's
+effects: journal the turn in one transaction, and only then send what depends on it
+(acknowledgements, dispatches, pings); terminal results then go to the generator's
+``on_result`` and the ``cyclone_results`` hook, and the delivery threads are woken.
 
 Stopping (:meth:`Master.request_stop`, or a finite generator whose tasks have all settled):
 no more dispatches, Shutdown to every controller, then results, handbacks and goodbyes are
@@ -33,32 +31,18 @@ from typing import Any
 
 import zmq
 
-from cyclone_core.config import MasterSettings
 from cyclone_core.convert import unstructure
 from cyclone_core.engine import protocol
 from cyclone_core.engine.delivery import SinkDelivery
 from cyclone_core.engine.journal import Journal
+from cyclone_core.engine.master_core import Effects, MasterCore, Phase, peer_name
 from cyclone_core.engine.metrics import MetricsServer
-from cyclone_core.engine.protocol import (
-    Goodbye,
-    Handback,
-    Heartbeat,
-    Hello,
-    Message,
-    Ping,
-    ProtocolError,
-    Refuse,
-    Rehello,
-    Results,
-    Shutdown,
-    StatusReply,
-    StatusRequest,
-    Welcome,
-)
-from cyclone_core.engine.scheduler import Actions, LostController, Scheduler, TaskRecord
+from cyclone_core.engine.protocol import StatusReply
+from cyclone_core.engine.scheduler import Scheduler, TaskRecord
 from cyclone_core.errors import ConfigError, CycloneError, one_line_error
 from cyclone_core.model import Result, ResultSink, Status, Task, TaskGenerator, TaskSpec
 from cyclone_core.plugins import Plugins, get_plugins
+from cyclone_core.settings import MasterSettings
 
 __all__ = ("Master",)
 
@@ -66,15 +50,8 @@ log = logging.getLogger("cyclone.master")
 
 #: Frames handled per loop turn at most, so timers and commits keep their pace under load.
 _MAX_FRAMES_PER_TURN = 2000
-#: Tasks taken from the generator per loop turn at most.
-_MAX_FEED_PER_TURN = 4096
-#: Seconds before asking a generator again after it yielded ``None``.
-_GENERATOR_IDLE = 0.05
 #: Longest poll: timers (heartbeats, leases, stopping) are checked at least this often.
 _MAX_POLL = 0.05
-#: Seconds between two complaints (log line, Refuse, Rehello) to the same peer.
-_COMPLAIN_EVERY = 60.0
-_REHELLO_EVERY = 1.0
 #: Seconds between status/metrics refreshes, and between journal compactions at the latest.
 _HOUSEKEEPING_EVERY = 1.0
 _COMPACT_EVERY = 10.0
@@ -82,9 +59,8 @@ _COMPACT_EVERY = 10.0
 _RATE_WINDOW = 10.0
 
 
-def _peer_name(identity: bytes) -> str:
-    text = identity.decode("ascii", errors="replace")
-    return text if text.isprintable() and identity[:1] != b"\x00" else "0x" + identity.hex()
+class _GeneratorFailed(Exception):
+    """The generator's own code raised (the one-line reason is the message)."""
 
 
 class Master:
@@ -125,17 +101,13 @@ class Master:
         #: The endpoint actually bound (``tcp://127.0.0.1:*`` gets its port here).
         self.endpoint = ""
         self.journal: Journal | None = None
-        self.scheduler: Scheduler | None = None
+        self.core: MasterCore | None = None
         self.deliveries: list[SinkDelivery] = []
         self.metrics: MetricsServer | None = None
-        #: Frames that were not valid messages.
-        self.protocol_errors = 0
         #: Why the generator stopped early, if it failed.
         self.generator_error: str | None = None
         #: Results left undelivered in the journal when the master stopped.
         self.undelivered = 0
-        #: Whether the run stopped before its generator was done (a stop request).
-        self.interrupted = False
         #: The run's id (from the journal), once open.
         self.run_id = ""
         self.started_at = 0.0
@@ -144,29 +116,27 @@ class Master:
         self._context: zmq.Context[zmq.Socket[bytes]] | None = None
         self._sock: zmq.Socket[bytes] | None = None
         self._tasks: Iterator[Task | TaskSpec | None] | None = None
-        self._exhausted = False
         self._seq = 0
         self._total: int | None = None
-        self._feed_after = 0.0
-        self._peers: dict[bytes, str] = {}  # routing identity -> controller id
-        self._identities: dict[str, bytes] = {}  # controller id -> routing identity
-        self._acks: dict[bytes, list[str]] = {}
-        self._complaints: dict[bytes, float] = {}
-        self._rehellos: dict[bytes, float] = {}
         self._stop_requests = 0
-        self._phase = "running"  # then "draining", then "delivering"
-        self._stop_reason = ""
-        self._deadline = 0.0
+        self._stops_seen = 0
         self._rates: deque[tuple[float, int]] = deque()
         self._callback_errors = 0
-        self._handlers: dict[type[Any], Callable[[bytes, Any, float], None]] = {
-            Hello: self._on_hello,
-            Results: self._on_results,
-            Heartbeat: self._on_heartbeat,
-            Handback: self._on_handback,
-            Goodbye: self._on_goodbye,
-            StatusRequest: self._on_status,
-        }
+
+    @property
+    def scheduler(self) -> Scheduler | None:
+        """The core's scheduler (its counters and window), once open."""
+        return self.core.scheduler if self.core is not None else None
+
+    @property
+    def interrupted(self) -> bool:
+        """Whether the run stopped before its generator was done (a stop request)."""
+        return self.core is not None and self.core.interrupted
+
+    @property
+    def protocol_errors(self) -> int:
+        """Frames that were not valid messages."""
+        return self.core.protocol_errors if self.core is not None else 0
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -191,15 +161,21 @@ class Master:
         resuming = not journal.fresh
         gen_type = type(self.generator)
         journal.bind_run(self.generator.name, unstructure(self.generator), deterministic=gen_type.deterministic)
-        self.scheduler = Scheduler(
-            settings, known_types=self.plugins.task_types(), wall_offset=time.time() - time.monotonic()
+        self.core = core = MasterCore(
+            settings,
+            master_id=self.master_id,
+            run_id=journal.run_id,
+            known_types=self.plugins.task_types(),
+            wall_offset=time.time() - time.monotonic(),
+            drain_timeout=self.drain_timeout,
+            delivery_timeout=self.delivery_timeout,
         )
         self._tasks = iter(self.generator.tasks())
         self._total = self._generator_total()
         self._seq = journal.high_water
         if resuming:
             pending = journal.pending()
-            self.scheduler.submit(pending)
+            core.resume(pending)
             skipped = self._fast_forward(journal.high_water) if gen_type.deterministic else 0
             log.info(
                 "resuming run %s from %s: %d tasks back in the queue%s",
@@ -229,7 +205,7 @@ class Master:
             self.deliveries.append(delivery)
         if settings.metrics_port:
             self.metrics = MetricsServer(settings.metrics_port)
-            self.metrics.publish(self.status(), self.scheduler.stats.duration)
+            self.metrics.publish(self.status(), core.scheduler.stats.duration)
         log.info("master %s listening on %s (run %s)", self.master_id, self.endpoint, journal.run_id)
 
     def _generator_total(self) -> int | None:
@@ -246,13 +222,13 @@ class Master:
 
     def _fast_forward(self, count: int) -> int:
         """Skip the first ``count`` tasks of a deterministic generator (already handed out)."""
-        assert self._tasks is not None
+        assert self.core is not None
         skipped = 0
         while skipped < count:
             try:
-                item = next(self._tasks)
+                item = self._next_item()
             except StopIteration:
-                self._exhausted = True
+                self.core.generator_ended()
                 break
             if item is not None:
                 skipped += 1
@@ -268,7 +244,7 @@ class Master:
     @property
     def stopping(self) -> bool:
         """Whether the master is draining (asked to stop, or every task is done)."""
-        return self._phase != "running"
+        return self.core is not None and self.core.phase is not Phase.RUNNING
 
     def request_stop(self) -> None:
         """Stop gracefully (safe from signal handlers and other threads); a second request
@@ -281,7 +257,7 @@ class Master:
         if self._sock is None:
             self.open()
         assert self._sock is not None
-        assert self.scheduler is not None
+        assert self.core is not None
         assert self.journal is not None
         self.started_at = time.time()
         # The window keeps thousands of long-lived objects that the cyclic garbage collector
@@ -293,23 +269,24 @@ class Master:
         gc.set_threshold(50_000, 50, 100)
         poller = zmq.Poller()
         poller.register(self._sock, zmq.POLLIN)
-        next_ping = next_housekeeping = next_progress = 0.0
+        next_housekeeping = next_progress = 0.0
         next_compaction = time.monotonic() + _COMPACT_EVERY
-        scheduler = self.scheduler
+        core = self.core
         try:
-            while True:
+            while not core.done:
                 # Do not sleep while the generator can top the window up.
-                feedable = self._feedable(time.monotonic()) and scheduler.room > 0
-                ready = poller.poll(0 if feedable else int(_MAX_POLL * 1000))
+                ready = poller.poll(0 if core.feed_room(time.monotonic()) else int(_MAX_POLL * 1000))
                 now = time.monotonic()  # after the poll: messages are stamped when they arrived
                 if ready:
                     self._receive(now)
-                scheduler.tick(now)
+                while self._stops_seen < self._stop_requests:
+                    self._stops_seen += 1
+                    core.request_stop(now)
+                core.tick(now)
                 self._feed(now)
-                self._apply(scheduler.take(now), now)
-                if now >= next_ping:
-                    next_ping = now + self.settings.heartbeat_interval
-                    self._broadcast(Ping())
+                self._apply(core.take(now))
+                if core.phase is Phase.DELIVERING and all(d.finished for d in self.deliveries):
+                    core.delivered()
                 if now >= next_housekeeping:
                     next_housekeeping = now + _HOUSEKEEPING_EVERY
                     self._housekeeping(now)
@@ -319,8 +296,6 @@ class Master:
                 if self.progress is not None and now >= next_progress:
                     next_progress = now + 0.2
                     self._call(self.progress, self.status())
-                if self._finished(now):
-                    break
         finally:
             self.journal.commit()
             self.finished_at = time.time()
@@ -365,43 +340,37 @@ class Master:
     def _receive(self, now: float) -> None:
         sock = self._sock
         assert sock is not None
-        handlers = self._handlers
+        assert self.core is not None
+        frame = self.core.frame
         for _ in range(_MAX_FRAMES_PER_TURN):
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            identity = frames[0]
-            if len(frames) != 2:
-                self._complain(identity, f"expected one frame, got {len(frames) - 1}")
-                continue
-            try:
-                message = protocol.decode(frames[1])
-            except ProtocolError as exc:
-                self._complain(identity, str(exc))
-                continue
-            handler = handlers.get(type(message))
-            if handler is None:
-                self._complain(identity, f"unexpected {message.tag} message")
-                continue
-            handler(identity, message, now)
+            frame(frames[0], frames[1:], now)
 
-    def _feedable(self, now: float) -> bool:
-        return not self._exhausted and self._phase == "running" and now >= self._feed_after
+    def _next_item(self) -> Task | TaskSpec | None:
+        """The generator's next item; only its own code is guarded: what it raises becomes
+        :class:`_GeneratorFailed` with a one-line reason (StopIteration passes through)."""
+        assert self._tasks is not None
+        try:
+            return next(self._tasks)
+        except StopIteration:
+            raise
+        except CycloneError as exc:  # already a sentence for the user
+            raise _GeneratorFailed(" ".join(str(exc).split())) from None
+        except Exception as exc:  # third-party generator code: the type says most
+            raise _GeneratorFailed(one_line_error(exc)) from None
 
     def _feed(self, now: float) -> None:
-        """Top the window up from the generator."""
-        assert self.scheduler is not None
-        assert self.journal is not None
-        assert self._tasks is not None
-        if not self._feedable(now):
-            return
-        room = min(self.scheduler.room, _MAX_FEED_PER_TURN)
+        """Top the window up from the generator, as far as the core says."""
+        core = self.core
+        assert core is not None
+        room = core.feed_room(now)
         if room <= 0:
             return
         records: list[TaskRecord] = []
-        tasks = self._tasks
-        run_id = self.journal.run_id
+        run_id = self.run_id
         default_timeout = self.settings.task_timeout or None
         seq = self._seq
         # Generators often hand out one task object many times; its plain data is shared
@@ -410,18 +379,18 @@ class Master:
         args: dict[str, Any] = {}
         try:
             while len(records) < room:
-                item = next(tasks)
+                item = self._next_item()
                 if item is None:
-                    self._feed_after = now + _GENERATOR_IDLE
+                    core.generator_idle(now)
                     break
                 if isinstance(item, TaskSpec):
                     task, key, timeout = item.task, item.key, item.timeout
                 elif isinstance(item, Task):
                     task, key, timeout = item, None, None
                 else:
-                    raise TypeError(f"yielded {item!r:.60}, which is not a Task or TaskSpec")
+                    raise _GeneratorFailed(f"yielded {item!r:.60}, which is not a Task or TaskSpec")
                 if task is not last_task:
-                    last_task, args = task, unstructure(task)
+                    last_task, args = task, self._plain(task)
                 seq += 1
                 records.append(
                     TaskRecord(
@@ -434,30 +403,57 @@ class Master:
                     )
                 )
         except StopIteration:
-            self._exhausted = True
+            core.generator_ended()
             log.info("generator '%s' is done after %d tasks", self.generator.name, seq)
-        except Exception as exc:  # third-party generator code
-            self._exhausted = True
-            # A CycloneError is already a sentence for the user; anything else is a bug whose
-            # type says most.
-            text = " ".join(str(exc).split())
-            self.generator_error = text if isinstance(exc, CycloneError) else one_line_error(exc)
+        except _GeneratorFailed as exc:
+            core.generator_ended()
+            self.generator_error = str(exc)
             log.error("generator '%s' failed: %s", self.generator.name, self.generator_error)
         self._seq = seq
-        if records:
-            self.journal.add(records)
-            self.scheduler.submit(records)
+        core.submit(records)
 
-    def _apply(self, actions: Actions, now: float) -> None:
+    @staticmethod
+    def _plain(task: Task) -> dict[str, Any]:
+        """A task's plain data; a task object that cannot be made plain is its plugin's fault."""
+        try:
+            return unstructure(task)
+        except Exception as exc:  # the plugin's task class
+            raise _GeneratorFailed(f"task {type(task).__name__} cannot be sent: {one_line_error(exc)}") from None
+
+    def _apply(self, effects: Effects) -> None:
         """Journal the turn (one commit), then send what depends on it, then tell plugins."""
+        results = self._journal(effects)
+        for identity, message in effects.sends:
+            self._send_frame(identity, protocol.encode(message))
+        for identity, records in effects.dispatch:
+            self._send_frame(identity, protocol.encode_dispatch(records))
+        for identity in effects.status_requests:
+            self._send_frame(identity, protocol.encode(StatusReply(self.status())))
+        if effects.begin_delivery:
+            for delivery in self.deliveries:
+                delivery.finish()
+        for joined in effects.joined:
+            self.plugins.notify(
+                "cyclone_controller_joined", controller_id=joined.id, host=joined.host, workers=joined.workers
+            )
+        for lost in effects.lost:
+            self.plugins.notify(
+                "cyclone_controller_lost", controller_id=lost.id, reason=lost.reason, requeued=lost.requeued
+            )
+        if results:
+            self._deliver_to_plugins(results)
+
+    def _journal(self, effects: Effects) -> list[Result]:
+        """Write the turn's changes in one commit and offer its terminal results to delivery."""
         journal = self.journal
         assert journal is not None
-        assert self.scheduler is not None
-        results = [result for _, result in actions.settled]
+        if effects.submitted:
+            journal.add(effects.submitted)
+        results = [result for _, result in effects.settled]
         if results:
-            journal.settled(actions.settled)
-        if actions.requeued:
-            journal.retried(actions.requeued)
+            journal.settled(effects.settled)
+        if effects.requeued:
+            journal.retried(effects.requeued)
         added = journal.commit()
         if added:
             # The delivery threads take them from memory: no reading back from the journal.
@@ -466,39 +462,13 @@ class Master:
                 delivery.offer(first, at, results)
         if journal.needs_compaction:
             self._compact()
-        if self._acks:
-            for identity, task_ids in self._acks.items():
-                self._send(identity, protocol.Ack(task_ids))
-            self._acks = {}
-        for controller_id, records in actions.dispatch.items():
-            self._send_frame(self._identities[controller_id], protocol.encode_dispatch(records))
-        if actions.lost:
-            self._forget(actions.lost)
-        if results:
-            self._deliver_to_plugins(results)
-
-    def _forget(self, controllers: list[LostController]) -> None:
-        """Controllers that left or were declared lost: their messages now get Rehello."""
-        assert self.scheduler is not None
-        for lost in controllers:
-            # A controller replaced by a new process with the same id keeps the new connection.
-            if not self.scheduler.knows(lost.id):
-                gone = self._identities.pop(lost.id, None)
-                if gone is not None:
-                    self._peers.pop(gone, None)
-            if lost.reason == "goodbye":
-                log.info("controller %s left", lost.id)
-            else:
-                log.warning("controller %s lost (%s): %d tasks re-queued", lost.id, lost.reason, lost.requeued)
-            self.plugins.notify(
-                "cyclone_controller_lost", controller_id=lost.id, reason=lost.reason, requeued=lost.requeued
-            )
+        return results
 
     def _compact(self) -> None:
         """Rewrite the journal's window and drop the results every sink has."""
         assert self.journal is not None
-        assert self.scheduler is not None
-        self.journal.compact(self.scheduler.tasks.values(), [d.name for d in self.deliveries])
+        assert self.core is not None
+        self.journal.compact(self.core.scheduler.tasks.values(), [d.name for d in self.deliveries])
 
     def _deliver_to_plugins(self, results: list[Result]) -> None:
         on_result = self.generator.on_result
@@ -522,45 +492,6 @@ class Master:
         except Exception as exc:
             self._callback_failed(getattr(func, "__qualname__", "callback"), exc)
 
-    def _finished(self, now: float) -> bool:
-        """Whether the loop ends; moves through the phases of stopping.
-
-        Running, then draining (controllers were told to finish: wait for their results,
-        handbacks and goodbyes, at most ``drain_timeout``), then delivering (the sinks take
-        what the journal holds, at most ``delivery_timeout``).  The loop serves status
-        requests and late messages throughout.  A second stop request ends it at once.
-        """
-        scheduler = self.scheduler
-        assert scheduler is not None
-        if self._phase == "running":
-            if self._stop_requests:
-                self.interrupted = not (self._exhausted and not scheduler.tasks)
-                self._begin_drain("master is stopping", now)
-            elif self._exhausted and not scheduler.tasks:
-                self._begin_drain("all tasks are done", now)
-            else:
-                return False
-        if self._stop_requests > 1:
-            return True
-        if self._phase == "draining":
-            if scheduler.controllers and now <= self._deadline:
-                return False
-            self._phase = "delivering"
-            self._deadline = now + self.delivery_timeout
-            for delivery in self.deliveries:
-                delivery.finish()
-        return all(d.finished for d in self.deliveries) or now > self._deadline
-
-    def _begin_drain(self, reason: str, now: float) -> None:
-        assert self.scheduler is not None
-        self._phase = "draining"
-        self._stop_reason = reason
-        self._deadline = now + self.drain_timeout
-        self.scheduler.stop_dispatching()
-        count = len(self.scheduler.controllers)
-        log.info("%s: telling %d controllers to finish", reason, count)
-        self._broadcast(Shutdown(reason))
-
     def _finish_delivery(self) -> None:
         for delivery in self.deliveries:
             delivery.stop()
@@ -577,149 +508,33 @@ class Master:
             )
 
     def _housekeeping(self, now: float) -> None:
-        assert self.scheduler is not None
-        settled = self.scheduler.stats.settled
+        assert self.core is not None
+        stats = self.core.scheduler.stats
+        settled = stats.settled
         self._rates.append((now, settled))
         while len(self._rates) > 2 and now - self._rates[0][0] > _RATE_WINDOW:
             self._rates.popleft()
-        if len(self._complaints) > 10_000:
-            self._complaints.clear()
-        if len(self._rehellos) > 10_000:
-            self._rehellos.clear()
         if self.metrics is not None:
-            self.metrics.publish(self.status(), self.scheduler.stats.duration)
-
-    # -- messages --------------------------------------------------------------------------
-
-    def _on_hello(self, identity: bytes, hello: Hello, now: float) -> None:
-        assert self.scheduler is not None
-        assert self.journal is not None
-        cid = hello.controller_id
-        known = self.scheduler.knows(cid)
-        reason = self.scheduler.register(
-            cid,
-            host=hello.host,
-            pid=hello.pid,
-            workers=hello.workers,
-            credit=hello.credit,
-            task_types=hello.task_types,
-            now=now,
-        )
-        if reason is not None:
-            log.warning("refused controller %s on %s: %s", cid, hello.host, reason)
-            self._send(identity, Refuse(reason))
-            return
-        old = self._identities.get(cid)
-        if old is not None and old != identity:
-            self._peers.pop(old, None)
-        stale = self._peers.get(identity)
-        if stale is not None and stale != cid:
-            self._identities.pop(stale, None)
-        self._peers[identity] = cid
-        self._identities[cid] = identity
-        self._send(
-            identity,
-            Welcome(
-                master_id=self.master_id,
-                run_id=self.journal.run_id,
-                heartbeat_interval=self.settings.heartbeat_interval,
-                controller_timeout=self.settings.controller_timeout,
-            ),
-        )
-        if known:
-            log.info("controller %s reconnected", cid)
-        else:
-            log.info("controller %s joined (%s, pid %d, %d workers)", cid, hello.host, hello.pid, hello.workers)
-            self.plugins.notify("cyclone_controller_joined", controller_id=cid, host=hello.host, workers=hello.workers)
-        if self._phase != "running":
-            self._send(identity, Shutdown(self._stop_reason))
-
-    def _on_results(self, identity: bytes, message: Results, now: float) -> None:
-        assert self.scheduler is not None
-        cid = self._peers.get(identity)
-        self.scheduler.results(cid, message.results, now)
-        if cid is None:
-            self._rehello(identity, now)
-        elif message.credit:
-            self.scheduler.grant(cid, message.credit, now)
-        acks = self._acks.get(identity)
-        if acks is None:
-            acks = self._acks[identity] = []
-        acks.extend([r.task_id for r in message.results])
-
-    def _on_heartbeat(self, identity: bytes, message: Heartbeat, now: float) -> None:
-        assert self.scheduler is not None
-        cid = self._peers.get(identity)
-        if cid is None:
-            self._rehello(identity, now)
-        else:
-            self.scheduler.heartbeat(cid, message.running, message.draining, now)
-
-    def _on_handback(self, identity: bytes, message: Handback, now: float) -> None:
-        assert self.scheduler is not None
-        cid = self._peers.get(identity)
-        if cid is None:
-            self._rehello(identity, now)
-        else:
-            self.scheduler.handback(cid, message.task_ids, now)
-
-    def _on_goodbye(self, identity: bytes, message: Goodbye, now: float) -> None:
-        assert self.scheduler is not None
-        cid = self._peers.get(identity)
-        if cid is not None:
-            self.scheduler.goodbye(cid, now)
-
-    def _on_status(self, identity: bytes, message: StatusRequest, now: float) -> None:
-        self._send(identity, StatusReply(self.status()))
-
-    # -- sending ---------------------------------------------------------------------------
-
-    def _send(self, identity: bytes, message: Message) -> None:
-        self._send_frame(identity, protocol.encode(message))
+            self.metrics.publish(self.status(), stats.duration)
 
     def _send_frame(self, identity: bytes, frame: bytes) -> None:
         assert self._sock is not None
         try:
             self._sock.send_multipart([identity, frame], zmq.NOBLOCK)
         except zmq.Again:  # the peer's queue is full; heartbeats reconcile what it missed
-            log.debug("dropped a message to %s: its queue is full", _peer_name(identity))
-
-    def _broadcast(self, message: Message) -> None:
-        frame = protocol.encode(message)
-        for identity in self._identities.values():
-            self._send_frame(identity, frame)
-
-    def _rehello(self, identity: bytes, now: float) -> None:
-        if now - self._rehellos.get(identity, -_REHELLO_EVERY) >= _REHELLO_EVERY:
-            self._rehellos[identity] = now
-            self._send(identity, Rehello("the master does not know this controller; send Hello"))
-
-    def _complain(self, identity: bytes, problem: str) -> None:
-        """A frame that is not a valid message: count it; log it and refuse the peer once in a
-        while.  A registered controller is not refused (it passed its Hello); it is logged."""
-        self.protocol_errors += 1
-        now = time.monotonic()
-        if now - self._complaints.get(identity, -_COMPLAIN_EVERY) < _COMPLAIN_EVERY:
-            return
-        self._complaints[identity] = now
-        cid = self._peers.get(identity)
-        who = f"controller {cid}" if cid else f"peer {_peer_name(identity)}"
-        log.warning("ignored a bad message from %s: %s (%d bad messages so far)", who, problem, self.protocol_errors)
-        if cid is None:
-            self._send(identity, Refuse(f"bad message: {problem}"))
+            log.debug("dropped a message to %s: its queue is full", peer_name(identity))
 
     # -- status ----------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
         """A snapshot as plain data: controllers, queue, counters, rate, sinks."""
-        assert self.scheduler is not None
-        assert self.journal is not None
-        snapshot = self.scheduler.snapshot()
+        assert self.core is not None
+        snapshot = self.core.scheduler.snapshot()
         rates = self._rates
         rate = 0.0
         if len(rates) >= 2 and rates[-1][0] > rates[0][0]:
             rate = (rates[-1][1] - rates[0][1]) / (rates[-1][0] - rates[0][0])
-        latency = self.scheduler.stats.latency
+        latency = self.core.scheduler.stats.latency
         snapshot.update(
             master_id=self.master_id,
             run_id=self.run_id,
@@ -730,11 +545,11 @@ class Master:
             latency_ms_p50=_ms(latency.quantile(0.5)),
             latency_ms_p99=_ms(latency.quantile(0.99)),
             protocol_errors=self.protocol_errors,
-            draining=self._phase != "running",
+            draining=self.stopping,
             generator={
                 "name": self.generator.name,
-                "exhausted": self._exhausted,
-                "total": self._seq if self._exhausted else self._total,
+                "exhausted": self.core.exhausted,
+                "total": self._seq if self.core.exhausted else self._total,
                 "error": self.generator_error,
             },
             sinks=[
@@ -753,8 +568,8 @@ class Master:
 
     def summary(self) -> dict[str, Any]:
         """The run in numbers (``cyclone run`` prints it): counts, duration, rate, round trip."""
-        assert self.scheduler is not None
-        stats = self.scheduler.stats
+        assert self.core is not None
+        stats = self.core.scheduler.stats
         duration = max((self.finished_at or time.time()) - self.started_at, 1e-9) if self.started_at else 0.0
         return {
             "run_id": self.run_id,

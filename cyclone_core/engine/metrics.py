@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from cyclone_core.engine.retry import attempt_counters
 from cyclone_core.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -47,8 +48,8 @@ class _Collector(Collector):
         attempts = CounterMetricFamily(
             "cyclone_attempts_ended", "Attempts that ended without a result of the task's own.", labels=["reason"]
         )
-        for reason, counter in (("timeout", "timed_out"), ("crashed", "crashed"), ("lost", "lost")):
-            attempts.add_metric([reason], s[counter])
+        for counter, ending in attempt_counters().items():
+            attempts.add_metric([ending.value], s[counter])
         yield attempts
         yield CounterMetricFamily("cyclone_tasks_submitted", "Tasks taken from the generator.", value=s["submitted"])
         yield GaugeMetricFamily("cyclone_queue_depth", "Tasks waiting for a controller.", value=s["queued"])

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import bisect
 import enum
+import heapq
 import math
 from collections import deque
 from collections.abc import Collection, Iterable, Sequence
@@ -33,8 +34,9 @@ from typing import Any
 
 import attrs
 
-from cyclone_core.config import MasterSettings
+from cyclone_core.engine.retry import ENDING_OF_STATUS, RETRY_POLICY, Ending, attempt_counters
 from cyclone_core.model import Attempt, Result, Status
+from cyclone_core.settings import MasterSettings
 
 __all__ = (
     "Actions",
@@ -256,6 +258,7 @@ class Stats:
 
 
 _COUNTERS = tuple(f.name for f in attrs.fields(Stats) if f.type in (int, "int"))
+assert set(attempt_counters()) <= set(_COUNTERS), "every counter of the retry policy is a Stats field"
 
 
 class Scheduler:
@@ -282,6 +285,10 @@ class Scheduler:
         #: False while draining: no new dispatches.
         self.dispatching = True
         self._queues: dict[str, deque[TaskRecord]] = {}
+        # The ticket of each non-empty queue's head, and a heap of (ticket, type) entries of which
+        # those matching ``_heads`` are current (the others are skipped when they surface).
+        self._heads: dict[str, int] = {}
+        self._head_heap: list[tuple[int, str]] = []
         self._queued = 0
         self._back_ticket = 0
         self._front_ticket = 0
@@ -411,7 +418,7 @@ class Scheduler:
             else:
                 self._attempt_ended(
                     record,
-                    status,
+                    ENDING_OF_STATUS[status],
                     result.error,
                     now,
                     controller=result.controller,
@@ -454,13 +461,12 @@ class Scheduler:
             return
         ctl.last_seen = now
         for task_id in task_ids:
-            record = ctl.leases.pop(task_id, None)
+            record = ctl.leases.get(task_id)
             if record is None:
                 continue
             if record.dispatched == record.attempt:
                 record.dispatched -= 1  # it never ran: the next dispatch reuses the number
-            self._end_lease(record)
-            self._enqueue(record, front=True)
+            self._attempt_ended(record, Ending.HANDED_BACK, None, now, controller=ctl.id, attempt=record.attempt)
 
     def goodbye(self, controller_id: str, now: float) -> None:
         """The controller leaves cleanly; anything it still holds counts as lost."""
@@ -511,6 +517,21 @@ class Scheduler:
             record.ticket = self._back_ticket
             queue.append(record)
         self._queued += 1
+        if front or len(queue) == 1:
+            self._track_head(record.type, queue)
+
+    def _track_head(self, type_: str, queue: deque[TaskRecord]) -> None:
+        """Put the ticket of ``queue``'s first pending task on the heap of queue heads."""
+        pending = TaskState.PENDING
+        while queue and queue[0].state is not pending:
+            queue.popleft()  # tasks that settled while queued
+        if not queue:
+            self._heads.pop(type_, None)
+            return
+        ticket = queue[0].ticket
+        if self._heads.get(type_) != ticket:
+            self._heads[type_] = ticket
+            heapq.heappush(self._head_heap, (ticket, type_))
 
     def _fill(self, now: float) -> None:
         dispatch = self._actions.dispatch
@@ -526,24 +547,38 @@ class Scheduler:
                 break
 
     def _pop(self, types: frozenset[str], count: int) -> list[TaskRecord]:
-        """Up to ``count`` pending tasks of ``types``, oldest ticket first."""
-        queues = [q for t, q in self._queues.items() if q and t in types]
-        batch: list[TaskRecord] = []
+        """Up to ``count`` pending tasks of ``types``, oldest ticket first.
+
+        The queue heads sit on a heap by ticket, so a batch costs O(log task types) per switch
+        between queues, not a scan of every queue per task; heads of types this controller
+        does not run are set aside for the batch and put back after it.
+        """
+        heap, heads, queues = self._head_heap, self._heads, self._queues
         pending = TaskState.PENDING
-        if len(queues) == 1:
-            queue = queues[0]
+        batch: list[TaskRecord] = []
+        aside: list[tuple[int, str]] = []
+        while len(batch) < count and heap:
+            entry = heapq.heappop(heap)
+            ticket, type_ = entry
+            if heads.get(type_) != ticket:
+                continue  # stale: that queue's head changed since
+            if type_ not in types:
+                aside.append(entry)
+                continue
+            del heads[type_]
+            queue = queues[type_]
+            limit = heap[0][0] if heap else math.inf  # another queue's head comes first from there
             while queue and len(batch) < count:
-                record = queue.popleft()
-                if record.state is pending:
-                    batch.append(record)
-        else:
-            while queues and len(batch) < count:
-                for queue in queues:  # drop entries of tasks that settled while queued
-                    while queue and queue[0].state is not pending:
-                        queue.popleft()
-                queues = [q for q in queues if q]
-                if queues:
-                    batch.append(min(queues, key=lambda q: q[0].ticket).popleft())
+                record = queue[0]
+                if record.state is not pending:
+                    queue.popleft()
+                elif record.ticket > limit:
+                    break
+                else:
+                    batch.append(queue.popleft())
+            self._track_head(type_, queue)
+        for entry in aside:
+            heapq.heappush(heap, entry)
         self._queued -= len(batch)
         return batch
 
@@ -596,7 +631,7 @@ class Scheduler:
     def _attempt_ended(
         self,
         record: TaskRecord,
-        status: Status | None,
+        ending: Ending,
         error: str | None,
         now: float,
         *,
@@ -605,57 +640,71 @@ class Scheduler:
         result: Result | None = None,
         current: bool = True,
     ) -> None:
-        """Count one attempt that did not succeed (``status`` ``None``: its lease was lost) and
-        decide: retry, final failure, or quarantine.  ``current`` says the attempt is the one
-        the task is leased for (its lease ends); otherwise a later attempt carries on."""
-        settings = self.settings
+        """Count one attempt that ended without settling its task, by :data:`RETRY_POLICY`, and
+        decide: retry, or the verdict of a spent budget.  ``current`` says the attempt is the
+        one the task is leased for (its lease ends); otherwise a later attempt carries on."""
+        rule = RETRY_POLICY[ending]
         stats = self.stats
-        record.counted = max(record.counted, attempt)
-        why = ""  # set when a budget for crashes or losses runs out
-        if status is Status.FAILED:
-            record.failed += 1
-            if record.failed > settings.max_failed_retries and result is not None:
-                self._settle(record, result)  # a failure beyond its budget is final
+        if rule.counter is not None:
+            setattr(stats, rule.counter, getattr(stats, rule.counter) + 1)
+        error = f"{rule.prefix}{error}" if rule.prefix else error
+        ran = rule.recorded_as is not None
+        if ran:
+            record.counted = max(record.counted, attempt)
+        budget = rule.budget
+        spent = 0
+        if budget is not None:
+            spent = getattr(record, budget.counter) + 1
+            setattr(record, budget.counter, spent)
+            if spent > getattr(self.settings, budget.setting) and rule.when_spent is Status.FAILED and result:
+                self._settle(record, result)  # the failure beyond its budget is the task's result
                 return
-        elif status is None:
-            stats.lost += 1
-            record.lost += 1
-            error = f"lost: {error}"  # recorded as a crashed attempt
-            if record.lost > settings.max_lost_retries:
-                why = f"lost {record.lost} times"
-        else:
-            if status is Status.TIMEOUT:
-                stats.timed_out += 1
-            else:
-                stats.crashed += 1
-            record.crashed += 1
-            if record.crashed > settings.max_crash_retries:
-                why = f"crashed or timed out {record.crashed} times"
-        record.history.append(Attempt(attempt, status or Status.CRASHED, error, controller, now + self.wall_offset))
-        if why:
-            quarantined = Result(
-                record.id,
-                record.type,
-                Status.QUARANTINED,
-                key=record.key,
-                attempt=attempt,
-                started_at=result.started_at if result is not None else 0.0,
-                duration=result.duration if result is not None else 0.0,
-                error=f"quarantined after {len(record.history)} attempts ({why}); last: {error}",
+        if rule.recorded_as is not None:
+            record.history.append(Attempt(attempt, rule.recorded_as, error, controller, now + self.wall_offset))
+        if budget is not None and spent > getattr(self.settings, budget.setting):
+            self._quarantine(
+                record,
+                f"{budget.spent} {spent} times",
+                error=error,
                 controller=controller,
-                history=list(record.history),
+                attempt=attempt,
+                result=result,
             )
-            self._settle(record, quarantined)
             return
-        stats.retried += 1
+        if ran:
+            stats.retried += 1
+            self._actions.requeued.append(record)
         if current and record.state is TaskState.LEASED:
             self._end_lease(record)
             self._enqueue(record, front=True)
-        self._actions.requeued.append(record)
+
+    def _quarantine(
+        self,
+        record: TaskRecord,
+        why: str,
+        *,
+        error: str | None,
+        controller: str | None,
+        attempt: int,
+        result: Result | None,
+    ) -> None:
+        quarantined = Result(
+            record.id,
+            record.type,
+            Status.QUARANTINED,
+            key=record.key,
+            attempt=attempt,
+            started_at=result.started_at if result is not None else 0.0,
+            duration=result.duration if result is not None else 0.0,
+            error=f"quarantined after {len(record.history)} attempts ({why}); last: {error}",
+            controller=controller,
+            history=list(record.history),
+        )
+        self._settle(record, quarantined)
 
     def _lease_lost(self, record: TaskRecord, error: str, now: float) -> None:
         ctl = record.controller
-        self._attempt_ended(record, None, error, now, controller=ctl.id if ctl else None, attempt=record.attempt)
+        self._attempt_ended(record, Ending.LOST, error, now, controller=ctl.id if ctl else None, attempt=record.attempt)
 
     def _remove(self, ctl: ControllerState, reason: str, now: float | None = None) -> None:
         del self.controllers[ctl.id]

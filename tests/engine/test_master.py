@@ -296,28 +296,19 @@ def test_an_endpoint_that_cannot_be_bound_is_one_clear_error(bind, tmp_path) -> 
         master.open()
 
 
-def test_a_controller_replaced_by_a_new_process_keeps_its_new_connection(tmp_path) -> None:
-    # Driven turn by turn (no loop thread): the old process must be silent past the timeout
-    # when the new one says hello, which a clock cannot arrange reliably.
-    settings = MasterSettings(bind="tcp://127.0.0.1:*", journal=str(tmp_path / "j.sqlite"), controller_timeout=10)
-    master = Master(settings, BenchmarkGenerator(count=5), [])
-    master.open()
-    try:
-        scheduler = master.scheduler
-        assert scheduler is not None
-
-        def hello(identity: bytes, pid: int, now: float) -> None:
-            message = p.Hello(controller_id="c1", host="h", pid=pid, workers=1, credit=1, task_types=["noop"])
-            master._on_hello(identity, message, now)
-            master._feed(now)
-            master._apply(scheduler.take(now), now)
-
-        hello(b"old", 1, 0.0)
-        hello(b"new", 2, 30.0)  # the old process has been silent for 30 s
-        assert master._identities == {"c1": b"new"}
-        assert master._peers == {b"new": "c1"}
-        scheduler.grant("c1", 1, 31.0)
-        master._apply(scheduler.take(31.0), 31.0)  # dispatches to the new connection
-        assert len(scheduler.controllers["c1"].leases) == 2
-    finally:
-        master.close()
+def test_a_second_controller_id_on_one_connection_is_refused_and_the_master_keeps_running(
+    start_master, peer, sink
+) -> None:
+    """Regression: one routing identity saying Hello as ``a`` and then as ``b`` left ``a``
+    registered without a connection, and the next dispatch stopped the master (KeyError)."""
+    running = start_master(BenchmarkGenerator(count=20), [sink])
+    c = peer(running.endpoint)
+    c.hello("a", credit=0)
+    c.send(p.Hello(controller_id="b", host="testhost", pid=4242, workers=2, credit=2, task_types=["noop"]))
+    assert c.expect(p.Refuse).reason == "this connection already speaks for controller 'a'"
+    c.send(p.Results([], credit=6))  # credit for 'a': the dispatch that used to crash
+    done = [t.id for t in c.expect(p.Dispatch).tasks]
+    c.send(p.Results([ok(p.TaskEnvelope(i, "noop"), "a") for i in done], credit=0))
+    c.expect(p.Ack)
+    assert status(c)["succeeded"] == len(done)
+    assert [ctl["id"] for ctl in status(c)["controllers"]] == ["a"]

@@ -1,0 +1,432 @@
+"""The master's decisions, without any I/O: who is registered on which connection, what to
+send whom, when to pull the generator, and the phases of stopping.
+
+:class:`MasterCore` takes events — a frame from routing identity X at time t, time passing,
+tasks from the generator, the generator ending, a stop request, the sinks having caught up —
+and gives back :class:`Effects`: journal these, send those (after the journal's commit),
+dispatch these tasks on that connection, tell plugins who joined and who was lost, start or
+end delivery.  :class:`~cyclone_core.engine.master.Master` is the thin loop around it that
+owns the socket, the journal, the generator, the delivery threads and the clock.
+
+Invariants (:meth:`MasterCore.check`, asserted after every step of the stateful tests):
+
+- every registered controller is reachable: it has exactly one routing identity, and that
+  identity speaks for it alone (a connection holds at most one controller id);
+- no task is both queued and leased, and every lease belongs to a registered controller that
+  lists it;
+- a task becomes terminal at most once (a settled task leaves the window for good).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable, Collection
+from typing import Any
+
+import attrs
+
+from cyclone_core.engine import protocol
+from cyclone_core.engine.protocol import (
+    Goodbye,
+    Handback,
+    Heartbeat,
+    Hello,
+    Message,
+    Ping,
+    ProtocolError,
+    Refuse,
+    Rehello,
+    Results,
+    Sender,
+    Shutdown,
+    StatusRequest,
+    Welcome,
+)
+from cyclone_core.engine.scheduler import LostController, Scheduler, TaskRecord, TaskState
+from cyclone_core.model import Result
+from cyclone_core.settings import MasterSettings
+
+__all__ = ("ControllerJoined", "Effects", "MasterCore", "Phase")
+
+log = logging.getLogger("cyclone.master")
+
+#: Seconds between two complaints (log line, Refuse) about the same peer.
+COMPLAIN_EVERY = 60.0
+#: Seconds between two Rehellos to the same peer.
+REHELLO_EVERY = 1.0
+#: Seconds before asking a generator again after it yielded ``None``.
+GENERATOR_IDLE = 0.05
+#: Tasks taken from the generator per turn at most.
+MAX_FEED_PER_TURN = 4096
+#: Peers remembered for rate limiting at most; beyond, the memory starts afresh.
+_MAX_REMEMBERED = 10_000
+
+
+def peer_name(identity: bytes) -> str:
+    """A routing identity as it may appear in a log line: printable ASCII, else hex."""
+    text = identity.decode("ascii", errors="replace")
+    return text if text.isprintable() and identity[:1] != b"\x00" else "0x" + identity.hex()
+
+
+class Phase(enum.Enum):
+    """The master's phases, in order."""
+
+    #: Dispatching; the generator is pulled as the window drains.
+    RUNNING = "running"
+    #: Controllers were told to finish: their results, handbacks and goodbyes are taken in,
+    #: for at most ``drain_timeout``.
+    DRAINING = "draining"
+    #: The sinks take what the journal holds, for at most ``delivery_timeout``.
+    DELIVERING = "delivering"
+    #: The loop ends.
+    DONE = "done"
+
+
+@attrs.frozen
+class ControllerJoined:
+    """A controller registered for the first time (not a reconnect)."""
+
+    id: str
+    host: str
+    workers: int
+
+
+@attrs.define
+class Effects:
+    """What the master must do after a turn's events, in this order: journal (``submitted``,
+    ``settled``, ``requeued``) and commit; then send ``sends`` and ``dispatch``; then tell the
+    generator and plugins (``settled``, ``joined``, ``lost``); answer ``status_requests``."""
+
+    #: New tasks from the generator, for the journal.
+    submitted: list[TaskRecord] = attrs.field(factory=list)
+    #: Terminal results, with the record they end.
+    settled: list[tuple[TaskRecord, Result]] = attrs.field(factory=list)
+    #: Tasks whose counters or history changed and that wait in the queue again.
+    requeued: list[TaskRecord] = attrs.field(factory=list)
+    #: Messages to send once the journal is committed.
+    sends: list[tuple[bytes, Message]] = attrs.field(factory=list)
+    #: Tasks newly leased, by the routing identity of the controller they go to.
+    dispatch: list[tuple[bytes, list[TaskRecord]]] = attrs.field(factory=list)
+    joined: list[ControllerJoined] = attrs.field(factory=list)
+    lost: list[LostController] = attrs.field(factory=list)
+    #: Peers that asked for a status snapshot.
+    status_requests: list[bytes] = attrs.field(factory=list)
+    #: Delivery should finish what the journal holds (the DELIVERING phase began).
+    begin_delivery: bool = False
+
+
+class MasterCore:
+    """Registration, identities, feed policy, stop phases and the scheduler of one master.
+
+    :param settings: the ``[master]`` settings.
+    :param master_id: this master's id (Welcome carries it).
+    :param run_id: the run's id (Welcome carries it).
+    :param known_types: task types the master can build (``None``: any).
+    :param wall_offset: epoch seconds minus the monotonic clock (attempt histories).
+    :param drain_timeout: seconds to wait for controllers when stopping.
+    :param delivery_timeout: seconds the sinks get to catch up when stopping.
+    """
+
+    def __init__(
+        self,
+        settings: MasterSettings,
+        *,
+        master_id: str,
+        run_id: str,
+        known_types: Collection[str] | None = None,
+        wall_offset: float = 0.0,
+        drain_timeout: float = 60.0,
+        delivery_timeout: float = 30.0,
+    ) -> None:
+        self.settings = settings
+        self.master_id = master_id
+        self.run_id = run_id
+        self.scheduler = Scheduler(settings, known_types=known_types, wall_offset=wall_offset)
+        self.drain_timeout = drain_timeout
+        self.delivery_timeout = delivery_timeout
+        self.phase = Phase.RUNNING
+        #: Why the master is stopping (Shutdown's reason).
+        self.stop_reason = ""
+        #: Whether the run stopped before its generator was done.
+        self.interrupted = False
+        #: Frames that were not valid messages.
+        self.protocol_errors = 0
+        #: The generator has nothing more (done or failed).
+        self.exhausted = False
+        self._peers: dict[bytes, str] = {}  # routing identity -> controller id
+        self._identities: dict[str, bytes] = {}  # controller id -> routing identity
+        self._acks: dict[bytes, list[str]] = {}
+        self._complaints: dict[bytes, float] = {}
+        self._rehellos: dict[bytes, float] = {}
+        self._feed_after = 0.0
+        self._deadline = 0.0
+        self._next_ping = 0.0
+        self._effects = Effects()
+
+    # -- queries ---------------------------------------------------------------------------
+
+    @property
+    def done(self) -> bool:
+        """Whether the master's loop should end."""
+        return self.phase is Phase.DONE
+
+    def feed_room(self, now: float) -> int:
+        """How many tasks to pull from the generator now (0: do not pull)."""
+        if self.exhausted or self.phase is not Phase.RUNNING or now < self._feed_after:
+            return 0
+        return max(0, min(self.scheduler.room, MAX_FEED_PER_TURN))
+
+    def controller_of(self, identity: bytes) -> str | None:
+        """The controller id that ``identity`` speaks for, if any."""
+        return self._peers.get(identity)
+
+    # -- events ----------------------------------------------------------------------------
+
+    def frame(self, identity: bytes, frames: list[bytes], now: float) -> None:
+        """Everything a peer sent in one ZeroMQ message (routing identity stripped)."""
+        if len(frames) != 1:
+            self._complain(identity, f"expected one frame, got {len(frames)}", now)
+            return
+        try:
+            message = protocol.decode(frames[0])
+        except ProtocolError as exc:
+            self._complain(identity, str(exc), now)
+            return
+        handler = _HANDLERS.get(type(message))
+        if handler is None:
+            self._complain(identity, f"unexpected {message.tag} message", now)
+            return
+        handler(self, identity, message, now)
+
+    def submit(self, records: list[TaskRecord]) -> None:
+        """New tasks from the generator (journaled with this turn's commit)."""
+        if records:
+            self._effects.submitted.extend(records)
+            self.scheduler.submit(records)
+
+    def resume(self, records: list[TaskRecord]) -> None:
+        """Tasks back from the journal (already journaled)."""
+        self.scheduler.submit(records)
+
+    def generator_idle(self, now: float) -> None:
+        """The generator has nothing right now (it yielded ``None``): ask again a bit later."""
+        self._feed_after = now + GENERATOR_IDLE
+
+    def generator_ended(self) -> None:
+        """The generator is done, or failed: nothing more to pull."""
+        self.exhausted = True
+
+    def request_stop(self, now: float) -> None:
+        """Stop: a first request drains, a second ends the loop at once."""
+        if self.phase is Phase.RUNNING:
+            self.interrupted = not (self.exhausted and not self.scheduler.tasks)
+            self._begin_drain("master is stopping", now)
+        else:
+            self.phase = Phase.DONE
+
+    def delivered(self) -> None:
+        """Every sink caught up with the journal (while delivering)."""
+        if self.phase is Phase.DELIVERING:
+            self.phase = Phase.DONE
+
+    def tick(self, now: float) -> None:
+        """Time passed: leases and silent controllers, pings, the phases of stopping."""
+        self.scheduler.tick(now)
+        if now >= self._next_ping:
+            self._next_ping = now + self.settings.heartbeat_interval
+            self._broadcast(Ping())
+        if self.phase is Phase.RUNNING:
+            if self.exhausted and not self.scheduler.tasks:
+                self._begin_drain("all tasks are done", now)
+        elif self.phase is Phase.DRAINING:
+            if not self.scheduler.controllers or now > self._deadline:
+                self.phase = Phase.DELIVERING
+                self._deadline = now + self.delivery_timeout
+                self._effects.begin_delivery = True
+        elif self.phase is Phase.DELIVERING and now > self._deadline:
+            self.phase = Phase.DONE
+        if len(self._complaints) > _MAX_REMEMBERED:
+            self._complaints.clear()
+        if len(self._rehellos) > _MAX_REMEMBERED:
+            self._rehellos.clear()
+
+    def take(self, now: float) -> Effects:
+        """Fill free credit and return everything the master must do for this turn."""
+        actions = self.scheduler.take(now)
+        effects, self._effects = self._effects, Effects()
+        effects.settled.extend(actions.settled)
+        effects.requeued.extend(actions.requeued)
+        if self._acks:  # first: a Shutdown of the same turn comes after the last Ack
+            effects.sends[:0] = [(identity, protocol.Ack(ids)) for identity, ids in self._acks.items()]
+            self._acks = {}
+        identities = self._identities
+        effects.dispatch.extend((identities[cid], records) for cid, records in actions.dispatch.items())
+        for lost in actions.lost:
+            # A controller replaced by a new process with the same id keeps the new connection.
+            if not self.scheduler.knows(lost.id):
+                gone = identities.pop(lost.id, None)
+                if gone is not None:
+                    self._peers.pop(gone, None)
+            if lost.reason == "goodbye":
+                log.info("controller %s left", lost.id)
+            else:
+                log.warning("controller %s lost (%s): %d tasks re-queued", lost.id, lost.reason, lost.requeued)
+        effects.lost.extend(actions.lost)
+        return effects
+
+    # -- messages --------------------------------------------------------------------------
+
+    def _on_hello(self, identity: bytes, hello: Hello, now: float) -> None:
+        cid = hello.controller_id
+        held = self._peers.get(identity)
+        if held is not None and held != cid:
+            self._refuse(identity, cid, hello.host, f"this connection already speaks for controller '{held}'")
+            return
+        scheduler = self.scheduler
+        known = scheduler.knows(cid)
+        reason = scheduler.register(
+            cid,
+            host=hello.host,
+            pid=hello.pid,
+            workers=hello.workers,
+            credit=hello.credit,
+            task_types=hello.task_types,
+            now=now,
+        )
+        if reason is not None:
+            self._refuse(identity, cid, hello.host, reason)
+            return
+        old = self._identities.get(cid)
+        if old is not None and old != identity:
+            self._peers.pop(old, None)  # the old connection no longer speaks for it
+        self._peers[identity] = cid
+        self._identities[cid] = identity
+        settings = self.settings
+        self._send(
+            identity,
+            Welcome(self.master_id, self.run_id, settings.heartbeat_interval, settings.controller_timeout),
+        )
+        if known:
+            log.info("controller %s reconnected", cid)
+        else:
+            log.info("controller %s joined (%s, pid %d, %d workers)", cid, hello.host, hello.pid, hello.workers)
+            self._effects.joined.append(ControllerJoined(cid, hello.host, hello.workers))
+        if self.phase is not Phase.RUNNING:
+            self._send(identity, Shutdown(self.stop_reason))
+
+    def _on_results(self, identity: bytes, message: Results, now: float) -> None:
+        cid = self._peers.get(identity)
+        self.scheduler.results(cid, message.results, now)
+        if cid is None:
+            self._rehello(identity, now)
+        elif message.credit:
+            self.scheduler.grant(cid, message.credit, now)
+        if message.results:
+            acks = self._acks.get(identity)
+            if acks is None:
+                acks = self._acks[identity] = []
+            acks.extend([r.task_id for r in message.results])
+
+    def _on_heartbeat(self, identity: bytes, message: Heartbeat, now: float) -> None:
+        cid = self._peers.get(identity)
+        if cid is None:
+            self._rehello(identity, now)
+        else:
+            self.scheduler.heartbeat(cid, message.running, message.draining, now)
+
+    def _on_handback(self, identity: bytes, message: Handback, now: float) -> None:
+        cid = self._peers.get(identity)
+        if cid is None:
+            self._rehello(identity, now)
+        else:
+            self.scheduler.handback(cid, message.task_ids, now)
+
+    def _on_goodbye(self, identity: bytes, message: Goodbye, now: float) -> None:
+        cid = self._peers.get(identity)
+        if cid is not None:
+            self.scheduler.goodbye(cid, now)
+
+    def _on_status(self, identity: bytes, message: StatusRequest, now: float) -> None:
+        self._effects.status_requests.append(identity)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _send(self, identity: bytes, message: Message) -> None:
+        self._effects.sends.append((identity, message))
+
+    def _broadcast(self, message: Message) -> None:
+        self._effects.sends.extend((identity, message) for identity in self._identities.values())
+
+    def _begin_drain(self, reason: str, now: float) -> None:
+        self.phase = Phase.DRAINING
+        self.stop_reason = reason
+        self._deadline = now + self.drain_timeout
+        self.scheduler.stop_dispatching()
+        log.info("%s: telling %d controllers to finish", reason, len(self.scheduler.controllers))
+        self._broadcast(Shutdown(reason))
+
+    def _refuse(self, identity: bytes, cid: str, host: str, reason: str) -> None:
+        log.warning("refused controller %s on %s: %s", cid, host, reason)
+        self._send(identity, Refuse(reason))
+
+    def _rehello(self, identity: bytes, now: float) -> None:
+        if now - self._rehellos.get(identity, -REHELLO_EVERY) >= REHELLO_EVERY:
+            self._rehellos[identity] = now
+            self._send(identity, Rehello("the master does not know this controller; send Hello"))
+
+    def _complain(self, identity: bytes, problem: str, now: float) -> None:
+        """A frame that is not a valid message: count it; log it and refuse the peer once in a
+        while.  A registered controller is not refused (it passed its Hello); it is logged."""
+        self.protocol_errors += 1
+        if now - self._complaints.get(identity, -COMPLAIN_EVERY) < COMPLAIN_EVERY:
+            return
+        self._complaints[identity] = now
+        cid = self._peers.get(identity)
+        who = f"controller {cid}" if cid else f"peer {peer_name(identity)}"
+        log.warning("ignored a bad message from %s: %s (%d bad messages so far)", who, problem, self.protocol_errors)
+        if cid is None:
+            self._send(identity, Refuse(f"bad message: {problem}"))
+
+    # -- invariants --------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Raise ``AssertionError`` if an invariant does not hold (tests call this)."""
+        scheduler = self.scheduler
+        controllers = scheduler.controllers
+        assert set(self._identities) == set(controllers), "every registered controller has one connection"
+        assert {cid: ident for ident, cid in self._peers.items()} == self._identities, "a connection, one id"
+        assert len(self._peers) == len(self._identities), "a connection speaks for one controller"
+        queued = 0
+        for task_id, record in scheduler.tasks.items():
+            assert record.id == task_id
+            if record.state is TaskState.PENDING:
+                queued += 1
+                assert record.controller is None, f"{task_id} is queued and leased"
+            else:
+                assert record.state is TaskState.LEASED, f"{task_id} is in the window but {record.state}"
+                ctl = record.controller
+                assert ctl is not None, f"{task_id} is leased to nobody"
+                assert controllers.get(ctl.id) is ctl, f"{task_id} is leased to an unregistered controller"
+                assert ctl.leases.get(task_id) is record, f"{task_id}'s controller does not list it"
+        assert queued == scheduler.queued, "the queue count matches the pending tasks"
+        for ctl in controllers.values():
+            for task_id, record in ctl.leases.items():
+                assert scheduler.tasks.get(task_id) is record, f"{ctl.id} holds {task_id}, not in the window"
+                assert record.controller is ctl, f"{ctl.id} holds {task_id}, leased to another"
+
+
+_Handler = Callable[[MasterCore, bytes, Any, float], None]
+#: One handler for every message a controller or a status client sends (checked at import).
+_HANDLERS: dict[type[Any], _Handler] = protocol.handler_table(
+    "the master",
+    [Sender.CONTROLLER, Sender.CLIENT],
+    {
+        Hello: MasterCore._on_hello,
+        Results: MasterCore._on_results,
+        Heartbeat: MasterCore._on_heartbeat,
+        Handback: MasterCore._on_handback,
+        Goodbye: MasterCore._on_goodbye,
+        StatusRequest: MasterCore._on_status,
+    },
+)

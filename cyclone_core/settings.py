@@ -1,0 +1,67 @@
+"""The engine's plain settings: the ``[master]`` and ``[controller]`` tables.
+
+Plain attrs classes with defaults and range checks, nothing else: the engine's pure modules
+(scheduler, master core, controller session) take them without importing the configuration
+loader, which also loads plugins.  :mod:`cyclone_core.config` reads them from files and the
+command line; docs/configuration.md describes every key.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+__all__ = ("ControllerSettings", "MasterSettings")
+
+
+@attrs.define(kw_only=True)
+class MasterSettings:
+    """The ``[master]`` table."""
+
+    #: ZeroMQ endpoint the master binds; controllers connect to it.
+    bind: str = "tcp://*:5678"
+    #: SQLite journal; a master restarted on the same journal resumes.  Empty: a journal in a
+    #: temporary directory, removed at the end (kept, and named, if results are left undelivered).
+    journal: str = ""
+    #: One master per pid file; a stale file (dead pid) is replaced.  Empty: no pid file.
+    pid_file: str = ""
+    #: Port of the Prometheus metrics endpoint; 0 turns it off.
+    metrics_port: int = 0
+    #: Seconds of silence after which a controller is declared lost and its tasks re-queued.
+    controller_timeout: float = attrs.field(default=20.0, validator=attrs.validators.gt(0))
+    #: Seconds between heartbeats in each direction.
+    heartbeat_interval: float = attrs.field(default=2.0, validator=attrs.validators.gt(0))
+    #: Default per-task timeout in seconds; 0 means none (a task type or spec may set its own).
+    task_timeout: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
+    #: Pending tasks the master holds at most: the generator is pulled only as this drains.
+    window: int = attrs.field(default=10_000, validator=attrs.validators.gt(0))
+    #: Retries of a task that failed (raised); 0: a failure is final.
+    max_failed_retries: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    #: Retries of a task that crashed its worker or timed out, before it is quarantined.
+    max_crash_retries: int = attrs.field(default=2, validator=attrs.validators.ge(0))
+    #: Re-queues after losing a controller (infrastructure loss), before it is quarantined.
+    max_lost_retries: int = attrs.field(default=5, validator=attrs.validators.ge(0))
+
+
+@attrs.define(kw_only=True)
+class ControllerSettings:
+    """The ``[controller]`` table."""
+
+    #: ZeroMQ endpoint of the master.
+    master: str = "tcp://127.0.0.1:5678"
+    #: Worker processes; 0 means one per CPU.
+    workers: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    #: Unique id; empty means ``<host>-<pid>``.
+    id: str = ""
+    #: One controller per pid file.  Empty: no pid file.
+    pid_file: str = ""
+    #: Seconds between heartbeats to the master.
+    heartbeat_interval: float = attrs.field(default=2.0, validator=attrs.validators.gt(0))
+    #: Seconds without a word from the master before the controller reconnects.
+    master_timeout: float = attrs.field(default=20.0, validator=attrs.validators.gt(0))
+    #: First reconnect delay in seconds; it doubles up to ``reconnect_max``.
+    reconnect_interval: float = attrs.field(default=0.5, validator=attrs.validators.gt(0))
+    reconnect_max: float = attrs.field(default=30.0, validator=attrs.validators.gt(0))
+    #: Give up after this many reconnects in a row without an answer; 0: never give up.
+    max_reconnects: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    #: Seconds a draining controller waits for running tasks before handing them back.
+    drain_timeout: float = attrs.field(default=30.0, validator=attrs.validators.ge(0))

@@ -1,0 +1,293 @@
+"""The master's pure core: registration and identities, stop phases, and a stateful hunt for
+interleavings that break its invariants (no sockets, a fake clock)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+
+from cyclone_core.engine import protocol as p
+from cyclone_core.engine.master_core import Effects, MasterCore, Phase
+from cyclone_core.engine.scheduler import TaskRecord
+from cyclone_core.model import Result, Status
+from cyclone_core.settings import MasterSettings
+
+
+def make_core(**overrides: Any) -> MasterCore:
+    options = {"window": 50, "heartbeat_interval": 1.0, "controller_timeout": 5.0, **overrides}
+    return MasterCore(
+        MasterSettings(**options),
+        master_id="m1",
+        run_id="r",
+        known_types={"noop", "sleep"},
+        drain_timeout=10.0,
+        delivery_timeout=5.0,
+    )
+
+
+def hello(cid: str, *, pid: int = 1, credit: int = 4, host: str = "h") -> bytes:
+    return p.encode(p.Hello(controller_id=cid, host=host, pid=pid, workers=2, credit=credit, task_types=["noop"]))
+
+
+def records(first: int, count: int, type_: str = "noop") -> list[TaskRecord]:
+    return [TaskRecord(seq, f"r-{seq}", type_, {}) for seq in range(first, first + count)]
+
+
+def sent(effects: Effects, identity: bytes, cls: type[Any]) -> list[Any]:
+    return [m for i, m in effects.sends if i == identity and isinstance(m, cls)]
+
+
+def test_one_connection_speaks_for_one_controller_id() -> None:
+    """The crash this guards against: a routing identity that said Hello as ``a`` and then as
+    ``b`` left ``a`` registered with credit but without a connection, and the next dispatch
+    raised KeyError out of the master's loop."""
+    core = make_core()
+    core.submit(records(1, 10))
+    core.frame(b"x", [hello("a")], 0.0)
+    core.frame(b"x", [hello("b")], 0.1)
+    effects = core.take(0.1)
+    (refused,) = sent(effects, b"x", p.Refuse)
+    assert refused.reason == "this connection already speaks for controller 'a'"
+    assert set(core.scheduler.controllers) == {"a"}
+    assert [(identity, len(batch)) for identity, batch in effects.dispatch] == [(b"x", 4)]
+    core.check()
+
+
+def test_a_reconnect_on_a_new_connection_moves_the_controller_there() -> None:
+    core = make_core()
+    core.submit(records(1, 10))
+    core.frame(b"old", [hello("c1", credit=1)], 0.0)
+    core.take(0.0)
+    core.frame(b"new", [hello("c1", credit=1)], 1.0)  # the same process (host and pid): a reconnect
+    effects = core.take(1.0)
+    assert core.controller_of(b"old") is None
+    assert core.controller_of(b"new") == "c1"
+    assert [identity for identity, _ in effects.dispatch] == [b"new"]
+    core.check()
+
+
+def test_a_controller_replaced_by_a_new_process_keeps_its_new_connection() -> None:
+    core = make_core(controller_timeout=10.0)
+    core.submit(records(1, 5))
+    core.frame(b"old", [hello("c1", pid=1, credit=1)], 0.0)
+    core.take(0.0)
+    core.frame(b"new", [hello("c1", pid=2, credit=1)], 30.0)  # the old process has been silent 30 s
+    effects = core.take(30.0)
+    assert [lost.reason for lost in effects.lost] == ["replaced by a new process with the same id"]
+    assert core.controller_of(b"new") == "c1"
+    assert core.controller_of(b"old") is None
+    core.scheduler.grant("c1", 1, 31.0)
+    effects = core.take(31.0)
+    assert [identity for identity, _ in effects.dispatch] == [b"new"]
+    assert len(core.scheduler.controllers["c1"].leases) == 2
+    core.check()
+
+
+def test_another_live_process_with_the_same_id_is_refused() -> None:
+    core = make_core()
+    core.frame(b"one", [hello("c1", pid=1)], 0.0)
+    core.frame(b"two", [hello("c1", pid=2)], 1.0)
+    (refused,) = sent(core.take(1.0), b"two", p.Refuse)
+    assert refused.reason == "controller id 'c1' is in use by pid 1 on h"
+    assert core.controller_of(b"two") is None
+    core.check()
+
+
+def test_stop_phases_drain_then_deliver_then_end() -> None:
+    core = make_core()
+    core.submit(records(1, 2))
+    core.generator_ended()
+    core.frame(b"x", [hello("c1")], 0.0)
+    (batch,) = [b for _, b in core.take(0.0).dispatch]
+    results = [p.result_to_row(Result(r.id, r.type, Status.OK, attempt=r.attempt)) for r in batch]
+    core.frame(b"x", [p.encode_results(results, 2)], 0.5)
+    core.tick(0.5)
+    effects = core.take(0.5)
+    assert core.phase is Phase.DRAINING
+    assert [m.reason for m in sent(effects, b"x", p.Shutdown)] == ["all tasks are done"]
+    core.frame(b"x", [p.encode(p.Goodbye())], 0.6)
+    core.tick(0.6)  # no controller left: draining is over
+    effects = core.take(0.6)
+    assert effects.lost[0].reason == "goodbye"
+    assert core.phase is Phase.DELIVERING
+    assert effects.begin_delivery
+    core.delivered()
+    assert core.done
+
+
+def test_a_second_stop_request_ends_at_once_and_a_late_hello_is_told_to_stop() -> None:
+    core = make_core()
+    core.submit(records(1, 3))
+    core.request_stop(0.0)
+    assert core.phase is Phase.DRAINING
+    assert core.interrupted
+    core.frame(b"late", [hello("c9")], 0.1)
+    effects = core.take(0.1)
+    assert [m.reason for m in sent(effects, b"late", p.Shutdown)] == ["master is stopping"]
+    assert not effects.dispatch
+    core.request_stop(0.2)
+    assert core.done
+
+
+def test_draining_ends_at_its_deadline_and_delivery_at_its_own() -> None:
+    core = make_core(controller_timeout=60.0)  # the controller stays, silent: only the deadline ends it
+    core.frame(b"x", [hello("c1")], 0.0)
+    core.request_stop(0.0)
+    core.tick(10.0)
+    assert core.phase is Phase.DRAINING
+    core.tick(10.1)
+    assert core.phase is Phase.DELIVERING
+    core.tick(15.2)
+    assert core.done
+
+
+def test_the_feed_policy_follows_the_window_the_generator_and_the_phase() -> None:
+    core = make_core(window=10)
+    assert core.feed_room(0.0) == 10
+    core.submit(records(1, 6))
+    assert core.feed_room(0.0) == 4
+    core.generator_idle(0.0)
+    assert core.feed_room(0.01) == 0
+    assert core.feed_room(0.1) == 4
+    core.request_stop(0.1)
+    assert core.feed_room(0.2) == 0
+
+
+def test_garbage_is_counted_and_a_stranger_refused_once_in_a_while() -> None:
+    core = make_core()
+    core.frame(b"s", [b"\xc1"], 0.0)
+    core.frame(b"s", [b"\xc1"], 1.0)
+    core.frame(b"s", [b"a", b"b"], 2.0)
+    core.frame(b"s", [p.encode(p.Ping())], 3.0)  # a master's message, sent to the master
+    effects = core.take(3.0)
+    assert core.protocol_errors == 4
+    assert len(sent(effects, b"s", p.Refuse)) == 1
+
+
+# -- the stateful hunt --------------------------------------------------------------------------
+
+IDENTITIES = [b"i1", b"i2", b"i3"]
+CONTROLLERS = ["a", "b", "c"]
+REPORTED = [Status.OK, Status.FAILED, Status.CRASHED, Status.TIMEOUT]
+
+
+class MasterCoreMachine(RuleBasedStateMachine):
+    """Random interleavings of every event the core takes; the invariants after every step."""
+
+    @initialize()
+    def start(self) -> None:
+        self.core = make_core(window=12, max_crash_retries=1, max_lost_retries=1, max_failed_retries=1)
+        self.now = 0.0
+        self.seq = 0
+        self.ids: list[str] = []
+        self.settled: set[str] = set()
+
+    def step(self) -> None:
+        effects = self.core.take(self.now)
+        for record, result in effects.settled:
+            assert result.task_id not in self.settled, f"{result.task_id} settled twice"
+            assert result.task_id == record.id
+            self.settled.add(result.task_id)
+        for identity, batch in effects.dispatch:
+            cid = self.core.controller_of(identity)
+            assert cid is not None, "dispatched on a connection that speaks for nobody"
+            leases = self.core.scheduler.controllers[cid].leases
+            assert all(leases.get(r.id) is r for r in batch)
+
+    @rule(
+        identity=st.sampled_from(IDENTITIES),
+        cid=st.sampled_from(CONTROLLERS),
+        pid=st.sampled_from([1, 2]),
+        credit=st.integers(0, 6),
+    )
+    def hello(self, identity: bytes, cid: str, pid: int, credit: int) -> None:
+        self.core.frame(identity, [hello(cid, pid=pid, credit=credit)], self.now)
+        self.step()
+
+    @rule(count=st.integers(1, 5))
+    def submit(self, count: int) -> None:
+        room = min(count, self.core.feed_room(self.now))
+        new = records(self.seq + 1, room)
+        self.seq += room
+        self.ids += [r.id for r in new]
+        self.core.submit(new)
+        self.step()
+
+    @rule(
+        identity=st.sampled_from(IDENTITIES),
+        data=st.data(),
+        status=st.sampled_from(REPORTED),
+        credit=st.integers(0, 3),
+    )
+    def results(self, identity: bytes, data: st.DataObject, status: Status, credit: int) -> None:
+        task_id = data.draw(st.sampled_from([*self.ids, "r-999"]))
+        record = self.core.scheduler.tasks.get(task_id)
+        attempt = data.draw(st.sampled_from([record.attempt or 1, 1, 2, 3]) if record else st.integers(1, 3))
+        row = p.result_to_row(Result(task_id, "noop", status, attempt=attempt))
+        self.core.frame(identity, [p.encode_results([row], credit)], self.now)
+        self.step()
+
+    @rule(identity=st.sampled_from(IDENTITIES), data=st.data(), draining=st.booleans())
+    def heartbeat(self, identity: bytes, data: st.DataObject, draining: bool) -> None:
+        running = data.draw(st.lists(st.sampled_from([*self.ids, "r-999"]), max_size=6)) if self.ids else []
+        self.core.frame(identity, [p.encode(p.Heartbeat(running=running, draining=draining))], self.now)
+        self.step()
+
+    @rule(identity=st.sampled_from(IDENTITIES), data=st.data())
+    def handback(self, identity: bytes, data: st.DataObject) -> None:
+        task_ids = data.draw(st.lists(st.sampled_from([*self.ids, "r-999"]), max_size=4)) if self.ids else []
+        self.core.frame(identity, [p.encode(p.Handback(task_ids))], self.now)
+        self.step()
+
+    @rule(identity=st.sampled_from(IDENTITIES))
+    def goodbye(self, identity: bytes) -> None:
+        self.core.frame(identity, [p.encode(p.Goodbye())], self.now)
+        self.step()
+
+    @rule(identity=st.sampled_from(IDENTITIES), garbage=st.binary(max_size=20))
+    def garbage(self, identity: bytes, garbage: bytes) -> None:
+        self.core.frame(identity, [garbage], self.now)
+        self.step()
+
+    @rule(seconds=st.floats(0.0, 8.0))
+    def tick(self, seconds: float) -> None:
+        self.now += seconds
+        self.core.tick(self.now)
+        self.step()
+
+    @rule()
+    def generator_ends(self) -> None:
+        self.core.generator_ended()
+        self.step()
+
+    @rule()
+    def stop(self) -> None:
+        self.core.request_stop(self.now)
+        self.step()
+
+    @invariant()
+    def holds(self) -> None:
+        if hasattr(self, "core"):
+            self.core.check()
+            window = set(self.core.scheduler.tasks)
+            assert not window & self.settled, "a settled task is back in the window"
+
+
+TestMasterCoreMachine = MasterCoreMachine.TestCase
+TestMasterCoreMachine.settings = settings(
+    max_examples=150, stateful_step_count=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+
+
+@pytest.mark.parametrize("cid", ["a", "b"])
+def test_invariant_check_catches_a_controller_without_a_connection(cid: str) -> None:
+    core = make_core()
+    core.frame(b"x", [hello(cid)], 0.0)
+    core.take(0.0)
+    core._identities.clear()  # what the old handling of a second Hello did
+    with pytest.raises(AssertionError, match="every registered controller has one connection"):
+        core.check()
