@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from cyclone_core.config import sink_options
 from cyclone_core.convert import structure, unstructure
 from cyclone_core.errors import ConfigError, CycloneError, PluginError, UsageError
 from cyclone_core.hookspecs import hookimpl
@@ -51,6 +52,7 @@ __all__ = (
     "__version__",
     "get_plugins",
     "hookimpl",
+    "sink_options",
     "structure",
     "unstructure",
 )

@@ -211,6 +211,8 @@ def run_cluster(
     controllers: int = 1,
     workers: int = 2,
     master: dict[str, Any] | None = None,
+    sinks: dict[str, dict[str, Any]] | None = None,
+    progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> ClusterRun:
     """Run ``generator`` to completion on a real master with ``controllers`` local controllers
     (separate processes, ZeroMQ over loopback, ``workers`` worker processes each), the way
@@ -223,6 +225,10 @@ def run_cluster(
     :param options: its options.
     :param directory: where the results file and the journal go (a ``tmp_path``).
     :param master: ``[master]`` settings to override (``{"max_crash_retries": 0}``).
+    :param sinks: more sinks, name to options (a ``[sinks]`` table), beside the ``jsonl`` sink
+        whose file :attr:`ClusterRun.results` reads: to test a sink plugin in a whole run.
+    :param progress: called with the master's status snapshot (what ``cyclone status``
+        shows: counters, controllers, each sink's backlog and last error) about once a second.
     """
     import json  # noqa: PLC0415  (kept out of pytest start-up, like the engine)
 
@@ -233,10 +239,10 @@ def run_cluster(
     config = Config(
         master=structure(master or {}, MasterSettings, where="run_cluster(master=...)"),
         generator=GeneratorSettings(name=generator, options=dict(options or {})),
-        sinks={"jsonl": {"path": str(results_file), "flush_interval": 0.05}},
+        sinks={**(sinks or {}), "jsonl": {"path": str(results_file), "flush_interval": 0.05}},
     )
     config.master.journal = str(Path(directory) / "journal.sqlite")
-    code, summary = run_local(config, controllers=controllers, workers=workers)
+    code, summary = run_local(config, controllers=controllers, workers=workers, progress=progress)
     lines = results_file.read_text().splitlines() if results_file.exists() else []
     return ClusterRun(code, summary, [json.loads(line) for line in lines])
 

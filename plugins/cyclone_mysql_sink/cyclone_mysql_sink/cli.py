@@ -7,8 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cyclone_core import UsageError, structure
-from cyclone_core.config import Config, apply_overrides, load_config
+from cyclone_core import UsageError, sink_options, structure
 from cyclone_mysql_sink.layouts import LAYOUTS
 from cyclone_mysql_sink.sink import MySQLSink
 
@@ -40,11 +39,10 @@ def create_table(
     for item in options:
         if not item.startswith("mysql."):
             raise UsageError(f"sink option {item!r}: create-table takes mysql.KEY=VALUE options only")
-    settings = apply_overrides(load_config(config) if config else Config(), sink_options=options)
-    sink_options = dict(settings.sinks.get("mysql", {}))
+    settings = sink_options("mysql", config, options)
     if layout is not None:
-        sink_options["layout"] = layout
-    sink = structure(sink_options, MySQLSink, where="sink 'mysql'")
+        settings["layout"] = layout
+    sink = structure(settings, MySQLSink, where="sink 'mysql'")
     if print_only:
         typer.echo(sink.create_table_sql() + ";")
         return

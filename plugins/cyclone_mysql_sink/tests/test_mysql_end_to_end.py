@@ -10,9 +10,6 @@ from typing import Any
 
 import MySQLdb
 
-from cyclone_core.config import Config, GeneratorSettings
-from cyclone_core.engine.local import run_local
-
 TASKS = 3000
 TABLE = "end_to_end"
 
@@ -45,24 +42,18 @@ def _kill_sink_connections(server) -> int:
         connection.close()
 
 
-def test_no_row_lost_or_doubled_when_the_database_misbehaves_mid_run(private_server, poll_until, tmp_path) -> None:
+def test_no_row_lost_or_doubled_when_the_database_misbehaves_mid_run(
+    private_server, poll_until, cyclone_cluster
+) -> None:
     private_server.execute(f"DROP TABLE IF EXISTS cyclone.`{TABLE}`")
-    config = Config(
-        generator=GeneratorSettings(
-            name="benchmark", options={"count": TASKS, "task": "sleep", "args": {"seconds": 0.002}}
-        ),
-        sinks={
-            "mysql": {
-                **private_server.options,
-                "database": "cyclone",
-                "table": TABLE,
-                "batch_size": 100,
-                "flush_interval": 0.05,
-                "connect_timeout": 2,
-            }
-        },
-    )
-    config.master.journal = str(tmp_path / "journal.sqlite")
+    sink = {
+        **private_server.options,
+        "database": "cyclone",
+        "table": TABLE,
+        "batch_size": 100,
+        "flush_interval": 0.05,
+        "connect_timeout": 2,
+    }
     sink_errors: list[str] = []
     happened: list[str] = []
 
@@ -84,7 +75,12 @@ def test_no_row_lost_or_doubled_when_the_database_misbehaves_mid_run(private_ser
     trouble.start()
     started = time.monotonic()
     try:
-        code, summary = run_local(config, controllers=1, workers=2, progress=watch)
+        run = cyclone_cluster(
+            "benchmark",
+            {"count": TASKS, "task": "sleep", "args": {"seconds": 0.002}},
+            sinks={"mysql": sink},
+            progress=watch,
+        )
     finally:
         trouble.join(timeout=120)
         if private_server.process.poll() is not None:  # leave the module's server running
@@ -92,9 +88,9 @@ def test_no_row_lost_or_doubled_when_the_database_misbehaves_mid_run(private_ser
     assert happened == ["killed", "stopped", "started"], (
         f"disruption incomplete after {time.monotonic() - started:.0f} s"
     )
-    assert code == 0, summary
-    assert summary["succeeded"] == TASKS
-    assert summary["undelivered"] == 0
+    assert run.exit_code == 0, run.summary
+    assert run.summary["succeeded"] == TASKS
+    assert run.summary["undelivered"] == 0
     assert any("connect failed" in error for error in sink_errors), sink_errors
 
     connection = MySQLdb.connect(database="cyclone", **private_server.options)

@@ -6,22 +6,13 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from cyclone_core.config import Config, GeneratorSettings
-from cyclone_core.engine.local import run_local
 from cyclone_core.testing import wait_until
 
 TASKS = 500
 
 
-def test_metrics_arrive_when_the_gateway_comes_up_mid_run(gateway, tmp_path) -> None:
+def test_metrics_arrive_when_the_gateway_comes_up_mid_run(gateway, cyclone_cluster) -> None:
     gateway.stop()
-    config = Config(
-        generator=GeneratorSettings(
-            name="benchmark", options={"count": TASKS, "task": "sleep", "args": {"seconds": 0.005}}
-        ),
-        sinks={"pushgateway": {"url": gateway.url, "interval": 0.2, "timeout": 2, "grouping": {"instance": "e2e"}}},
-    )
-    config.master.journal = str(tmp_path / "journal.sqlite")
     sink_errors: list[str] = []
 
     def watch(snapshot: dict[str, Any]) -> None:  # the master's progress callback, once a second
@@ -33,10 +24,15 @@ def test_metrics_arrive_when_the_gateway_comes_up_mid_run(gateway, tmp_path) -> 
 
     starter = threading.Thread(target=come_up_later, daemon=True)
     starter.start()
-    code, summary = run_local(config, controllers=1, workers=2, progress=watch)
+    run = cyclone_cluster(
+        "benchmark",
+        {"count": TASKS, "task": "sleep", "args": {"seconds": 0.005}},
+        sinks={"pushgateway": {"url": gateway.url, "interval": 0.2, "timeout": 2, "grouping": {"instance": "e2e"}}},
+        progress=watch,
+    )
     starter.join(timeout=60)
-    assert code == 0, summary
-    assert summary["undelivered"] == 0
+    assert run.exit_code == 0, run.summary
+    assert run.summary["undelivered"] == 0
     assert any("push failed" in error for error in sink_errors), sink_errors
     key = (
         "cyclone_results_total",
