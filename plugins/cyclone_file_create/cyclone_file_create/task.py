@@ -9,12 +9,14 @@ with the one-line error.  A task reports ``ok`` or ``failed`` only; the result s
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, ClassVar
 
 import attrs
 from cyclone_core import Metric, Outcome, Status, Task, TaskContext
 from cyclone_lustre_ost.lustre import ost_label
+from cyclone_lustre_ost.metrics import mdt_label, target_labels
 
 from cyclone_file_create.check import Budget, CheckReport, CheckStatus, run_within
 from cyclone_file_create.lustre_check import LustreCheck
@@ -25,13 +27,16 @@ __all__ = (
     "CHECK_METRIC",
     "ERROR_METRIC",
     "LUSTRE_SECONDS_METRIC",
+    "LUSTRE_TIMESTAMP_METRIC",
     "PLAIN_MAX_SECONDS_METRIC",
     "PLAIN_SECONDS_METRIC",
     "FileCreateTask",
 )
 
-#: Creation latency of one Lustre check: the ``lfs setstripe`` that creates the file.
+#: Creation latency of one Lustre check: ``open(O_CREAT | O_EXCL)`` and ``close`` of the file.
 LUSTRE_SECONDS_METRIC = "cyclone_lustre_file_creation_seconds"
+#: When the pair was last checked (epoch seconds), whatever the outcome: for freshness.
+LUSTRE_TIMESTAMP_METRIC = "cyclone_lustre_file_creation_timestamp_seconds"
 #: 1 when the object landed on the OST asked for, 0 when elsewhere (Cyclone 2.x name).
 CHECK_METRIC = "cyclone_lustre_file_creation_check"
 #: 1 when the check errored or timed out, else 0 (Cyclone 2.x name).
@@ -46,9 +51,10 @@ PLAIN_MAX_SECONDS_METRIC = "cyclone_file_creation_max_seconds"
 class FileCreateTask(Task):
     """Create a file, confirm it, delete it, and time it.
 
-    In ``lustre`` mode: inside ``<path>/<mdt_dir_prefix><mdt_index>``, create a file with its
-    one object on OST ``ost_index`` (``lfs setstripe -c 1 -i``), confirm the placement (``lfs
-    getstripe -y``) and delete the file.  In ``plain`` mode: create ``count`` files in ``path``
+    In ``lustre`` mode: inside ``<path>/<mdt_dir_prefix><mdt_index>/ost<ost_index>``, whose
+    default layout asks for OST ``ost_index``, create a file (timed, in-process), confirm the
+    placement (``lfs getstripe -y``) and delete the file; see
+    :mod:`cyclone_file_create.lustre_check`.  In ``plain`` mode: create ``count`` files in ``path``
     (each made durable with an ``fsync`` of the directory), stat and delete each.
 
     The whole check must finish within ``timeout_ms`` milliseconds; a command still running
@@ -56,7 +62,7 @@ class FileCreateTask(Task):
 
     :param path: the Lustre directory holding the per-MDT directories, or the plain directory.
     :param mode: ``lustre`` or ``plain``.
-    :param fsname: the file system name: the ``target`` label of the metrics.
+    :param fsname: the file system name (the ``target`` label of the Cyclone 2.x series).
     :param mdt_index: the MDT whose directory the file is created in (Lustre).
     :param ost_index: the OST the file's object is asked for on (Lustre).
     :param ost_active: ``False`` when the OST was found inactive: the task only reports that.
@@ -124,14 +130,17 @@ class FileCreateTask(Task):
         return _outcome(report, metrics, payload)
 
     def _lustre_outcome(self, report: CheckReport, mdt: int, ost: int) -> Outcome:
-        labels = {"target": self.fsname, "mdt_index": str(mdt), "ost_index": str(ost)}
-        metrics = []
+        # The Cyclone 2.x series keep their labels (target = the file system) for old dashboards;
+        # the others carry the exporters' component and target, plus the MDT.
+        legacy = {"target": self.fsname, "mdt_index": str(mdt), "ost_index": str(ost)}
+        labels = {**target_labels(self.fsname, "ost", ost), "mdt": mdt_label(self.fsname, mdt)}
+        metrics = [Metric(LUSTRE_TIMESTAMP_METRIC, time.time(), "s", labels)]
         if report.seconds is not None:
             metrics.append(Metric(LUSTRE_SECONDS_METRIC, report.seconds, "s", {**labels, "check": str(report.status)}))
         if report.status in (CheckStatus.OK, CheckStatus.FAILED):
-            metrics.append(Metric(CHECK_METRIC, float(report.status is CheckStatus.OK), "1", labels))
+            metrics.append(Metric(CHECK_METRIC, float(report.status is CheckStatus.OK), "1", legacy))
         failed_to_check = report.status in (CheckStatus.ERROR, CheckStatus.TIMEOUT)
-        metrics.append(Metric(ERROR_METRIC, float(failed_to_check), "1", labels))
+        metrics.append(Metric(ERROR_METRIC, float(failed_to_check), "1", legacy))
         payload = {
             "check": str(report.status),
             "mode": "lustre",

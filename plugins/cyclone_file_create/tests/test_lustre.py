@@ -12,7 +12,6 @@ from cyclone_core import CycloneError, Outcome, Status, TaskContext
 from cyclone_core.convert import structure
 
 from cyclone_file_create import FileCreateGenerator, FileCreateTask
-from cyclone_file_create.plain_check import scratch_name
 
 
 def metrics_of(outcome: Outcome) -> dict[str, tuple[float, dict[str, str]]]:
@@ -59,7 +58,12 @@ def wait_until(condition, deadline: float = 10.0) -> bool:
     return True
 
 
-LABELS = {"target": "testfs", "mdt_index": "0", "ost_index": "2"}
+LABELS = {"target": "testfs", "mdt_index": "0", "ost_index": "2"}  # the Cyclone 2.x series
+NEW_LABELS = {"fs": "testfs", "component": "ost", "target": "testfs-OST0002", "mdt": "testfs-MDT0000"}
+
+
+def files_in(directory: Path) -> list[Path]:
+    return [p for p in directory.rglob("*") if not p.is_dir()]
 
 
 def test_ok(lustre_standin) -> None:
@@ -70,16 +74,28 @@ def test_ok(lustre_standin) -> None:
     assert metrics["cyclone_lustre_file_creation_check"] == (1.0, LABELS)
     assert metrics["cyclone_lustre_file_creation_error"] == (0.0, LABELS)
     seconds, labels = metrics["cyclone_lustre_file_creation_seconds"]
-    assert labels == {**LABELS, "check": "ok"}
-    assert 0 < seconds < 10
+    assert labels == {**NEW_LABELS, "check": "ok"}
+    assert metrics["cyclone_lustre_file_creation_timestamp_seconds"][1] == NEW_LABELS
+    assert 0 < seconds < 1  # the in-process open(), no lfs or sudo start-up in it
     assert outcome.payload["check"] == "ok"
     assert (outcome.payload["ost"], outcome.payload["placed_ost_index"]) == ("OST0002", 2)
     assert outcome.payload["seconds"] == seconds
     file = outcome.payload["file"]
-    assert file.startswith(f"{fs.mount}/mdt0/")
-    assert fs.layout(file) == [2]  # it was asked for with lfs setstripe -i 2 ...
+    assert file.startswith(f"{fs.mount}/mdt0/ost2/")  # the pair's directory, pinned to OST0002
+    assert fs.layout(file) == [2]
     assert not os.path.lexists(file)  # ... and deleted
-    assert list((fs.mount / "mdt0").iterdir()) == []
+    assert fs.tools().dir_mdts(str(fs.mount / "mdt0"), str(fs.mount / "mdt0" / "ost2")) == [0, 0]
+    assert files_in(fs.mount / "mdt0") == []
+
+
+def test_directory_on_the_wrong_mdt_is_an_error(lustre_standin) -> None:
+    fs = lustre_standin(osts=2, mdt_count=2)
+    fs.tools().mkdir_on_mdt(str(fs.mount / "mdt1"), 0)  # named for MDT 1, made on MDT 0
+    outcome = run(lustre_task(fs, mdt=1, ost=0))
+    assert outcome.payload["check"] == "error"
+    directory = fs.mount / "mdt1"
+    assert outcome.error.startswith(f"directory {directory} is on MDT 0, not MDT 1; move it with")
+    assert files_in(directory) == []
 
 
 def test_hex_ost_names(lustre_standin) -> None:
@@ -101,7 +117,7 @@ def test_object_placed_elsewhere_fails(lustre_standin) -> None:
     assert metrics["cyclone_lustre_file_creation_check"] == (0.0, LABELS)
     assert metrics["cyclone_lustre_file_creation_error"] == (0.0, LABELS)
     assert metrics["cyclone_lustre_file_creation_seconds"][1]["check"] == "failed"
-    assert list((fs.mount / "mdt0").iterdir()) == []
+    assert files_in(fs.mount / "mdt0") == []
 
 
 def test_inactive_ost_is_reported_not_checked(lustre_standin) -> None:
@@ -110,27 +126,27 @@ def test_inactive_ost_is_reported_not_checked(lustre_standin) -> None:
     assert outcome.status is Status.FAILED
     assert outcome.error == "OST0001 is inactive; file creation not checked"
     assert outcome.payload["check"] == "inactive"
-    # Not a failed check and not an error: only the error flag, at 0.
-    assert metrics_of(outcome) == {
-        "cyclone_lustre_file_creation_error": (0.0, {**LABELS, "ost_index": "1"}),
-    }
-    assert list((fs.mount / "mdt0").iterdir()) == []
+    # Not a failed check and not an error: the error flag at 0, and when it was looked at.
+    metrics = metrics_of(outcome)
+    assert set(metrics) == {"cyclone_lustre_file_creation_error", "cyclone_lustre_file_creation_timestamp_seconds"}
+    assert metrics["cyclone_lustre_file_creation_error"] == (0.0, {**LABELS, "ost_index": "1"})
+    assert files_in(fs.mount / "mdt0") == []
 
 
 def test_tool_failure_is_an_error_with_its_stderr(lustre_standin) -> None:
-    fs = lustre_standin(osts=4)
-    task = lustre_task(fs, ost=2)
-    # A file with the check's own name that lfs already knows: setstripe refuses it.
-    in_the_way = fs.mount / "mdt0" / scratch_name("ost2")
-    fs.tools().setstripe(str(in_the_way), 0)
+    fs = lustre_standin(osts=4, mdt_count=2)
+    task = lustre_task(fs, mdt=3, ost=2)  # the file system has no MDT 3: lfs mkdir -i 3 fails
+    (fs.mount / "mdt3").rmdir()
     outcome = run(task)
     assert outcome.status is Status.FAILED
     assert outcome.payload["check"] == "error"
-    assert outcome.error.startswith(f"{fs.lfs_bin} setstripe -c 1 -i 2 {in_the_way} exited with status 17: ")
-    assert "stripe already set" in outcome.error
-    assert "\n" not in outcome.error
-    assert metrics_of(outcome) == {"cyclone_lustre_file_creation_error": (1.0, LABELS)}
-    assert not in_the_way.exists()  # deleted all the same
+    assert outcome.error == (
+        f"{fs.lfs_bin} mkdir -i 3 {fs.mount}/mdt3 exited with status 22: "
+        f"lfs setdirstripe: cannot create dir '{fs.mount}/mdt3': Invalid argument"
+    )
+    labels = {**LABELS, "mdt_index": "3"}
+    assert metrics_of(outcome)["cyclone_lustre_file_creation_error"] == (1.0, labels)
+    assert not (fs.mount / "mdt3").exists()
 
 
 def test_missing_lfs_is_an_error(lustre_standin) -> None:
@@ -156,10 +172,11 @@ def test_hanging_ost_times_out_and_lfs_is_killed(lustre_standin) -> None:
     assert outcome.status is Status.FAILED
     assert outcome.payload["check"] == "timeout"
     assert outcome.error.startswith("check did not finish within 1500 ms")
-    assert f"lfs setstripe -c 1 -i 3 {fs.mount}/mdt0/" in outcome.error
-    assert metrics_of(outcome) == {"cyclone_lustre_file_creation_error": (1.0, {**LABELS, "ost_index": "3"})}
+    # The object is created on the dead OST when the stand-in first looks at the file.
+    assert f"lfs getstripe -y {fs.mount}/mdt0/ost3/" in outcome.error
+    assert metrics_of(outcome)["cyclone_lustre_file_creation_error"] == (1.0, {**LABELS, "ost_index": "3"})
     assert wait_until(lambda: not lfs_processes(fs)), "the hung lfs was not killed"
-    assert wait_until(lambda: list((fs.mount / "mdt0").iterdir()) == [])
+    assert wait_until(lambda: files_in(fs.mount / "mdt0") == [])
 
 
 def test_missing_mdt_directory_is_reported(lustre_standin) -> None:
@@ -170,7 +187,7 @@ def test_missing_mdt_directory_is_reported(lustre_standin) -> None:
     assert outcome.payload["check"] == "error"
     directory = fs.mount / "mdt3"
     assert outcome.error == (
-        f'MDT directory {directory} does not exist; create it with "lfs mkdir -i 3 {directory}" or set create_dirs'
+        f'directory {directory} does not exist; create it with "lfs mkdir -i 3 {directory}" or set create_dirs'
     )
     assert not directory.exists()
 
@@ -220,9 +237,10 @@ def test_round_over_mdts_and_osts(lustre_standin, drive) -> None:
         "mdt1-ost2": "failed",
     }
     assert all(result.payload["target"] == "testfs" for result in driver.results)
-    for mdt in (0, 1):  # created on their MDTs, and left empty
+    for mdt in (0, 1):  # created on their MDTs, one directory per OST, and left empty
         assert fs.tools().lfs("getdirstripe", "-m", str(fs.mount / f"mdt{mdt}")).strip() == str(mdt)
-        assert list((fs.mount / f"mdt{mdt}").iterdir()) == []
+        assert sorted(p.name for p in (fs.mount / f"mdt{mdt}").iterdir()) == ["ost0", "ost2"]
+        assert files_in(fs.mount / f"mdt{mdt}") == []
 
 
 def test_selection_of_osts_and_mdts(lustre_standin, drive) -> None:

@@ -38,7 +38,8 @@ this OST fail with that message.
 ``<state>-layouts.json`` beside the state file (``-E``/``-L mdt`` make composite and
 Data-on-MDT layouts; only the first component is instantiated, as at create); on a directory
 it records the default layout its new files get.  ``getstripe`` reads the layout (a file it has
-not seen gets its directory's default layout, or a one-stripe one, on first sight); ``lfs
+not seen gets its directory's default layout, or a one-stripe one, on first sight: that is
+when the stand-in "creates" its objects, so a ``hang`` OST hangs it there); ``lfs
 mkdir -i N`` creates the directory and records its MDT; ``lfs migrate`` rewrites the layout.
 The state can be edited between calls.
 """
@@ -240,6 +241,7 @@ class _Fs:
             default = self.default_of(data, key)
             if default is not None:
                 osts = self.allocate(int(default["index"]), int(default["count"]))
+                self.involve(*osts)  # a create waits for a dead OST's objects: it hangs
             else:
                 usable = [i for i in sorted(self.osts) if self.refusal(i) is None] or sorted(self.osts)
                 osts = [usable[zlib.crc32(key.encode()) % len(usable)]]
