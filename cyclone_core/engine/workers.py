@@ -15,11 +15,13 @@ Channels
       timeout, key]``, at most ``depth`` tasks outstanding per worker (see
       :mod:`~cyclone_core.engine.pool_state` for how many a worker gets);
     - worker → controller: a stream of msgpack messages: ``ready``; a ``result`` (the
-      protocol's result row) per task; ``returned`` for queued tasks it skips while draining;
-      forwarded log records.  A worker sends its results in batches: when it has no task left,
-      when half its queue is done (the controller refills it meanwhile), and before it starts a
-      task once the oldest result has waited a millisecond.  Results a worker still held when
-      it died are lost with it; their tasks run again;
+      protocol's result row, made and size-checked by
+      :class:`~cyclone_core.engine.execution.TaskRunner`, as in ``run_task``) per task;
+      ``returned`` for queued tasks it skips while draining; forwarded log records.  A worker
+      sends its results in batches: when it has no task left, when half its queue is done (the
+      controller refills it meanwhile), and before it starts a task once the oldest result has
+      waited a millisecond.  Results a worker still held when it died are lost with it; their
+      tasks run again;
     - the slot: the worker writes the ``seq`` and start time of each task as it starts it, so
       the controller knows at every moment which task each worker runs, to time it out or
       report it crashed; the controller sets its drain flag, upon which the worker returns the
