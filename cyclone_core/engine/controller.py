@@ -25,7 +25,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any
 
@@ -221,7 +221,7 @@ class Controller:
 
     # -- carrying out the session's effects --------------------------------------------------
 
-    def _apply(self, effects: list[Effect], now: float) -> None:
+    def _apply(self, effects: Sequence[Effect], now: float) -> None:
         carry_out = self._carry_out
         for effect in effects:
             carry_out[type(effect)](effect, now)

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sized
+from collections.abc import Callable, Sequence, Sized
 from typing import Any, Protocol
 
 import attrs
@@ -105,14 +105,14 @@ COMPLAIN_EVERY = 10.0
 # -- effects --------------------------------------------------------------------------------------
 
 
-@attrs.frozen
+@attrs.define
 class Send:
     """Send ``message`` to the master (dropped if no socket is open)."""
 
     message: Message
 
 
-@attrs.frozen
+@attrs.define
 class SendResults:
     """Send result ``rows`` (as the workers made them) with ``credit`` newly granted slots."""
 
@@ -120,35 +120,35 @@ class SendResults:
     credit: int
 
 
-@attrs.frozen
+@attrs.define
 class Connect:
     """Open a new socket to the master."""
 
 
-@attrs.frozen
+@attrs.define
 class Disconnect:
     """Close the socket to the master (unsent messages are dropped)."""
 
 
-@attrs.frozen
+@attrs.define
 class Submit:
     """Give ``tasks`` to the worker pool."""
 
     tasks: list[TaskEnvelope]
 
 
-@attrs.frozen
+@attrs.define
 class DrainPool:
     """Make the pool start no more tasks and hand back the unstarted ones."""
 
 
-@attrs.frozen
+@attrs.define
 class AbortPool:
     """Kill the workers running tasks; report the ids of those tasks to
     :meth:`ControllerSession.aborted`."""
 
 
-@attrs.frozen
+@attrs.define
 class Exit:
     """Stop the controller with exit ``code``."""
 
@@ -156,6 +156,9 @@ class Exit:
 
 
 Effect = Send | SendResults | Connect | Disconnect | Submit | DrainPool | AbortPool | Exit
+# Effects are plain records rather than frozen ones: two are made per turn of the loop, and
+# a frozen attrs class takes twice as long to make.
+_NOTHING: tuple[Effect, ...] = ()
 
 _CONNECT, _DISCONNECT, _DRAIN_POOL, _ABORT_POOL = Connect(), Disconnect(), DrainPool(), AbortPool()
 
@@ -203,6 +206,7 @@ class ControllerSession:
         #: The exit code once decided.
         self.exit_code: int | None = None
         self.heartbeat_interval = settings.heartbeat_interval
+        self._master_timeout = settings.master_timeout
         self._connected = True
         self._welcomed = False
         self._master_id: str | None = None
@@ -245,10 +249,8 @@ class ControllerSession:
         """Tasks the controller wants to hold: :data:`HOLD_BUDGET` seconds of work per worker."""
         mean = self._pool.mean_duration
         if mean is None:
-            per_worker = INITIAL_PREFETCH
-        else:
-            per_worker = max(MIN_PREFETCH, min(MAX_PREFETCH, int(HOLD_BUDGET / max(mean, 1e-9))))
-        return self._workers * per_worker
+            return self._workers * INITIAL_PREFETCH
+        return self._workers * max(MIN_PREFETCH, min(MAX_PREFETCH, int(HOLD_BUDGET / max(mean, 1e-9))))
 
     def deadline(self) -> float:
         """When :meth:`tick` must be called at the latest (``math.inf``: only on other events)."""
@@ -260,29 +262,29 @@ class ControllerSession:
             due = self._drain_deadline if self._acks_deadline == math.inf else self._acks_deadline
         if not self._connected:
             return min(due, self._reconnect_at)
-        due = min(due, self._heard_at + self.settings.master_timeout)
+        due = min(due, self._heard_at + self._master_timeout)
         if self._welcomed:
             due = min(due, self._heartbeat_at)
             if self.unacked:
-                due = min(due, self._oldest_unacked() + self._resend_after)
+                due = min(due, next(iter(self.unacked.values()))[1] + self._resend_after)
         return due
 
     # -- events ------------------------------------------------------------------------------
 
-    def start(self, now: float) -> list[Effect]:
+    def start(self, now: float) -> Sequence[Effect]:
         """The first socket is open: register."""
         self._heard_at = now
         self._send_hello(now)
         return self._take()
 
-    def receive(self, message: Message, now: float) -> list[Effect]:
+    def receive(self, message: Message, now: float) -> Sequence[Effect]:
         """A message from the master (decoded, so well-formed; not trusted beyond that)."""
         if self.exit_code is not None:
-            return []
+            return _NOTHING
         handler = _HANDLERS.get(type(message))
         if handler is None:
             self._complain(f"unexpected {message.tag} message", now)
-            return []
+            return _NOTHING
         self._heard_at = now
         self._reconnects = 0
         handler(self, message, now)
@@ -313,10 +315,10 @@ class ControllerSession:
             log.warning("drain timeout: killed %d running tasks and handing them back", len(killed))
             self._handbacks.append((killed, f"killed when the controller stopped (drain timeout {timeout} s)"))
 
-    def signal(self, now: float) -> list[Effect]:
+    def signal(self, now: float) -> Sequence[Effect]:
         """SIGTERM, SIGINT or SIGHUP: drain; when draining already, stop now."""
         if self.exit_code is not None:
-            return []
+            return _NOTHING
         if self._draining:
             log.warning("signal received again: stopping now")
             self._drain_deadline = self._acks_deadline = now
@@ -325,16 +327,16 @@ class ControllerSession:
             self._start_drain("signal received", now)
         return self._take()
 
-    def stop_requested(self, now: float) -> list[Effect]:
+    def stop_requested(self, now: float) -> Sequence[Effect]:
         """Asked to stop (the ``stop`` event of :func:`~cyclone_core.engine.controller.run_controller`)."""
         if self.exit_code is None:
             self._start_drain("asked to stop", now)
         return self._take()
 
-    def tick(self, now: float) -> list[Effect]:
+    def tick(self, now: float) -> Sequence[Effect]:
         """Time passed: check the timers, then send what the pool produced with the credit free."""
         if self.exit_code is not None:
-            return []
+            return _NOTHING
         self._check_master(now)
         self._check_drain(now)
         if self.exit_code is None:
@@ -462,7 +464,8 @@ class ControllerSession:
             return
         if now >= self._heartbeat_at:
             self._send_heartbeat(now)
-        if self.unacked and now - self._oldest_unacked() >= self._resend_after:
+        unacked = self.unacked
+        if unacked and now - next(iter(unacked.values()))[1] >= self._resend_after:
             log.warning(
                 "%d results unacknowledged for %.1f s; registering again", len(self.unacked), self._resend_after
             )
@@ -471,9 +474,6 @@ class ControllerSession:
     @property
     def _resend_after(self) -> float:
         return 2 * self.heartbeat_interval
-
-    def _oldest_unacked(self) -> float:
-        return next(iter(self.unacked.values()))[1]
 
     # -- draining ----------------------------------------------------------------------------
 
@@ -537,7 +537,8 @@ class ControllerSession:
         """Slots to grant now: the target less what is held and what the master may still send."""
         if self._draining:
             return 0
-        return max(0, self.target() - len(self._pool.jobs) - self._outstanding)
+        credit = self.target() - len(self._pool.jobs) - self._outstanding
+        return credit if credit > 0 else 0
 
     def _send_hello(self, now: float) -> None:
         self._outstanding = 0
@@ -551,8 +552,10 @@ class ControllerSession:
         self._heartbeat_at = now + self.heartbeat_interval
         self._out.append(Send(Heartbeat(running=self._pool.held_ids(), draining=self._draining)))
 
-    def _take(self) -> list[Effect]:
+    def _take(self) -> Sequence[Effect]:
         out = self._out
+        if not out:
+            return _NOTHING
         self._out = []
         return out
 
