@@ -53,9 +53,12 @@ from cyclone_core.engine.protocol import (
     Ping,
     Refuse,
     Rehello,
+    Sender,
     Shutdown,
+    StatusReply,
     TaskEnvelope,
     Welcome,
+    handler_table,
 )
 
 __all__ = (
@@ -103,6 +106,8 @@ COMPLAIN_EVERY = 10.0
 
 
 # -- effects --------------------------------------------------------------------------------------
+# Plain records rather than frozen ones: two are made per turn of the loop, and a frozen attrs
+# class takes twice as long to make.
 
 
 @attrs.define
@@ -156,8 +161,6 @@ class Exit:
 
 
 Effect = Send | SendResults | Connect | Disconnect | Submit | DrainPool | AbortPool | Exit
-# Effects are plain records rather than frozen ones: two are made per turn of the loop, and
-# a frozen attrs class takes twice as long to make.
 _NOTHING: tuple[Effect, ...] = ()
 
 _CONNECT, _DISCONNECT, _DRAIN_POOL, _ABORT_POOL = Connect(), Disconnect(), DrainPool(), AbortPool()
@@ -560,13 +563,20 @@ class ControllerSession:
         return out
 
 
-#: The handler of each message a master may send; any other message is refused.
-_HANDLERS: dict[type[Any], Callable[[ControllerSession, Any, float], None]] = {
-    Dispatch: ControllerSession._on_dispatch,
-    Ack: ControllerSession._on_ack,
-    Ping: ControllerSession._on_ping,
-    Welcome: ControllerSession._on_welcome,
-    Rehello: ControllerSession._on_rehello,
-    Shutdown: ControllerSession._on_shutdown,
-    Refuse: ControllerSession._on_refuse,
-}
+_Handler = Callable[[ControllerSession, Any, float], None]
+#: The handler of each message a master sends (checked against the protocol at import); None:
+#: not for a controller.  Any other message is ignored, and does not count as the master answering.
+_HANDLERS: dict[type[Any], _Handler | None] = handler_table(
+    "the controller",
+    [Sender.MASTER],
+    {
+        Dispatch: ControllerSession._on_dispatch,
+        Ack: ControllerSession._on_ack,
+        Ping: ControllerSession._on_ping,
+        Welcome: ControllerSession._on_welcome,
+        Rehello: ControllerSession._on_rehello,
+        Shutdown: ControllerSession._on_shutdown,
+        Refuse: ControllerSession._on_refuse,
+        StatusReply: None,  # the answer to a status client
+    },
+)
