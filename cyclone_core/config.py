@@ -10,6 +10,11 @@ A file may hold any of the top-level tables below; ``cyclone run`` reads all of 
     [controller]
     master = "tcp://head01:5678"
     workers = 8
+    task_types = ["lustre-ost-io"]
+
+    [controller.local.lustre]
+    lfs = "/usr/bin/lfs"
+    roots = ["/lustre/fs1"]
 
     [log]
     file = "/var/log/cyclone/master.log"
@@ -24,7 +29,9 @@ A file may hold any of the top-level tables below; ``cyclone run`` reads all of 
 Unknown keys are errors; every error names the file, the key and the problem in one line.
 :func:`load_config` reads a file, :func:`apply_overrides` adds ``-g``/``-s`` command-line
 options, and :func:`build_generator` / :func:`build_sinks` turn the result into the registered
-plugin objects.  docs/configuration.md describes every key and the Cyclone 2.x INI mapping.
+plugin objects; :func:`controller_task_types` says which task types a controller runs, having
+checked their ``[controller.local.*]`` tables.  docs/configuration.md describes every key and
+the Cyclone 2.x INI mapping.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from typing import Any
 import attrs
 
 from cyclone_core.convert import field_problem, parse_scalar, structure
+from cyclone_core.engine.execution import local_settings
 from cyclone_core.errors import ConfigError, CycloneError, UsageError
 from cyclone_core.model import ResultSink, TaskGenerator
 from cyclone_core.plugins import get_plugins
@@ -55,6 +63,7 @@ __all__ = (
     "apply_overrides",
     "build_generator",
     "build_sinks",
+    "controller_task_types",
     "load_config",
     "sink_options",
 )
@@ -135,7 +144,10 @@ def _load_toml(path: Path) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
     _check_keys(data, str(path))
-    return structure(data, Config, where=str(path))
+    config = structure(data, Config, where=str(path))
+    if "controller" in data:
+        controller_task_types(config.controller, where=str(path))
+    return config
 
 
 def _check_keys(data: Mapping[str, Any], where: str) -> None:
@@ -151,6 +163,34 @@ def _check_keys(data: Mapping[str, Any], where: str) -> None:
             for key in value:
                 if key not in fields:
                     raise ConfigError(f"{where}: {table}.{key}: unknown key (known: {', '.join(fields)})")
+
+
+def controller_task_types(settings: ControllerSettings, *, where: str = "") -> list[str]:
+    """The task types a controller with ``settings`` runs and announces, sorted:
+    ``controller.task_types``, or every installed type when that is empty.
+
+    Checks on the way that every name is an installed task type, that every
+    ``[controller.local.<section>]`` table is read by an installed task type, and that the
+    local settings of every type it runs are valid, so that a mistake is one
+    :class:`ConfigError` line when the controller starts (prefixed with ``where``, the file).
+    """
+    prefix = f"{where}: " if where else ""
+    installed = get_plugins().task_types()
+    for name in settings.task_types:
+        if name not in installed:
+            known = ", ".join(sorted(installed)) or "none"
+            raise ConfigError(f"{prefix}controller.task_types: unknown task type '{name}' (installed: {known})")
+    tables = {cls.local_table() for cls in installed.values()}
+    for section in settings.local:
+        if section not in tables:
+            known = ", ".join(sorted(tables))
+            raise ConfigError(
+                f"{prefix}controller.local.{section}: no installed task type reads this table (tables read: {known})"
+            )
+    names = sorted(set(settings.task_types or installed))
+    for name in names:
+        local_settings(installed[name], settings.local, where=f"{prefix}controller.local")
+    return names
 
 
 # -- Cyclone 2.x INI files -----------------------------------------------------------------

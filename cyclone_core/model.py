@@ -91,10 +91,11 @@ class ByteSize(int):
 class Metric:
     """One measured value.
 
-    :param name: metric name, Prometheus style (``lustre_ost_write_bytes_per_second``).
+    :param name: metric name, Prometheus style (``cyclone_lustre_ost_write_bytes_per_second``).
     :param value: the value.
     :param unit: unit of ``value`` (``bytes/s``, ``s``, ``1``); informative.
-    :param labels: what the value is about (``{"fs": "lustre", "ost": "OST000a"}``).
+    :param labels: what the value is about (``{"fs": "testfs", "component": "ost", "target":
+        "testfs-OST000a"}``).
     :param timestamp: when it was measured, epoch seconds; ``None`` means when the task ended.
     :param kind: ``gauge`` (default) or ``counter``.
     """
@@ -187,12 +188,17 @@ class TaskContext:
     :param attempt: 1 for the first attempt, 2 for the first retry, ...
     :param timeout: seconds the task may run before it is killed, or ``None``.
     :param log: a logger for the task.
+    :param local: the controller's own settings for this task type (see
+        :attr:`Task.local_settings`): an instance of the task's ``local_settings`` class, or
+        the plain table when it declares none (empty when the controller has none).  Annotate
+        it where you read it: ``settings: MyLocal = ctx.local``.
     """
 
     task_id: str
     attempt: int = 1
     timeout: float | None = None
     log: logging.Logger = attrs.field(factory=lambda: logging.getLogger("cyclone.task"), eq=False)
+    local: Any = attrs.field(factory=dict)
 
 
 @attrs.define(kw_only=True)
@@ -205,6 +211,20 @@ class Task:
     """
 
     name: ClassVar[str] = ""
+    #: The table of the controller's configuration, ``[controller.local.<section>]``, that holds
+    #: this task type's local settings: what only the controller decides (programs, sudo, path
+    #: roots), never a task's field.  Empty: the type's ``name``.  Types may share a table.
+    local_section: ClassVar[str] = ""
+    #: An ``attrs`` class the table is built into, with its defaults and validators: checked
+    #: once when the controller starts (a bad value is a configuration error then), built once
+    #: per worker process, and handed to :meth:`execute` as ``ctx.local``.  ``None``: the task
+    #: gets the table as a plain ``dict``.
+    local_settings: ClassVar[type[Any] | None] = None
+
+    @classmethod
+    def local_table(cls) -> str:
+        """The name of its ``[controller.local.<section>]`` table."""
+        return cls.local_section or cls.name
 
     def execute(self, ctx: TaskContext) -> Outcome | None:
         """Run the task in a worker process.

@@ -8,6 +8,8 @@ command line; docs/configuration.md describes every key.
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 
 __all__ = ("ControllerSettings", "MasterSettings")
@@ -65,3 +67,9 @@ class ControllerSettings:
     max_reconnects: int = attrs.field(default=0, validator=attrs.validators.ge(0))
     #: Seconds a draining controller waits for running tasks before handing them back.
     drain_timeout: float = attrs.field(default=30.0, validator=attrs.validators.ge(0))
+    #: Registered task types this controller runs and announces; empty: every installed one.
+    #: A dispatched task of another type is refused.
+    task_types: list[str] = attrs.field(factory=list)
+    #: The ``[controller.local.<section>]`` tables: settings only this controller decides
+    #: (programs, sudo, path roots), read by the task types that name the section.
+    local: dict[str, dict[str, Any]] = attrs.field(factory=dict)

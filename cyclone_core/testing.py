@@ -23,7 +23,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, NoReturn, cast
 
@@ -32,7 +32,7 @@ import msgpack
 import pytest
 
 from cyclone_core.convert import structure, unstructure
-from cyclone_core.engine.execution import TaskRunner, ended_row, timed_out
+from cyclone_core.engine.execution import TaskRunner, ended_row, local_settings, timed_out
 from cyclone_core.engine.protocol import (
     Dispatch,
     Results,
@@ -53,6 +53,7 @@ __all__ = (
     "cyclone_register_plugin",
     "free_port",
     "run_cluster",
+    "run_dispatched",
     "run_task",
     "unavailable",
     "wait_until",
@@ -115,7 +116,12 @@ def cyclone_register_plugin(cyclone_plugins: Plugins) -> Callable[..., PluginInf
     return register
 
 
-def run_task(task: Task | TaskSpec, timeout: float | None = None) -> Result:
+def run_task(
+    task: Task | TaskSpec,
+    timeout: float | None = None,
+    *,
+    local: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Result:
     """Run ``task`` in this process the way a worker runs it, and return its :class:`Result`.
 
     The task takes the path of a dispatched task: it is turned into a wire message and back,
@@ -128,31 +134,54 @@ def run_task(task: Task | TaskSpec, timeout: float | None = None) -> Result:
     ``failed``, ``timeout`` once ``timeout`` seconds have passed, or ``crashed`` for a task
     that raised ``SystemExit`` (which ends a worker).
 
+    ``local`` plays the controller's ``[controller.local.<section>]`` tables, written as in a
+    configuration file (``{"lustre": {"lfs": "/usr/bin/lfs"}}``): the task gets its table as
+    ``ctx.local``, built into its ``local_settings`` class as a controller builds it; a bad
+    table raises :class:`ConfigError` as a controller refuses to start with it.
+
     A task that outlives its timeout keeps running in a background thread (a worker process
     would be killed); a task that kills its own process kills the test process.
 
     :param task: the task, or a spec whose key and timeout are used.
     :param timeout: seconds the task may run; default: the spec's, else unlimited.
+    :param local: the controller's local settings tables; default: none.
     """
     spec = task if isinstance(task, TaskSpec) else TaskSpec(task=task)
     timeout = spec.timeout if timeout is None else timeout
-    type_name = type(spec.task).name
+    return run_dispatched(
+        type(spec.task).name, unstructure(spec.task), key=spec.key, timeout=timeout, local=local, where="run_task"
+    )
+
+
+def run_dispatched(
+    task_type: str,
+    args: Any,
+    *,
+    key: str | None = None,
+    timeout: float | None = None,
+    local: Mapping[str, Mapping[str, Any]] | None = None,
+    where: str = "run_dispatched",
+) -> Result:
+    """Run a task as a master may dispatch it, its registered type name and its fields as
+    plain data, in this process the way a worker runs it; return its :class:`Result`.
+
+    :func:`run_task` does this with a task's own fields.  This is for what no generator of
+    yours would send but a peer could: an unknown field (``{"path": "/x", "lfs_bin":
+    "/tmp/evil"}``) or a bad value, which must fail the task, saying why, before ``execute``
+    runs.  Arguments as :func:`run_task`'s.
+    """
     plugins = get_plugins()
     try:
-        plugins.task_type(type_name)
+        registered = plugins.task_type(task_type)
     except ConfigError as exc:
         raise ConfigError(
             f"{exc}: install the plugin that provides it (pip install -e .) or register it with cyclone_register_plugin"
         ) from None
-    envelope = TaskEnvelope(
-        id=f"test-{uuid.uuid4().hex[:12]}",
-        type=type_name,
-        args=unstructure(spec.task),
-        timeout=timeout,
-        key=spec.key,
-    )
+    tables = dict(local or {})
+    local_settings(registered, tables, where=f"{where}(local=...)")
+    envelope = TaskEnvelope(id=f"test-{uuid.uuid4().hex[:12]}", type=task_type, args=args, timeout=timeout, key=key)
     (received,) = cast(Dispatch, decode(encode(Dispatch(tasks=[envelope])))).tasks
-    row = _run(TaskRunner("in-process", plugins), received)
+    row = _run(TaskRunner("in-process", plugins, local=tables), received)
     (result,) = cast(Results, decode(encode_results([row], credit=0))).results
     return result
 
@@ -212,6 +241,7 @@ def run_cluster(
     workers: int = 2,
     master: dict[str, Any] | None = None,
     sinks: dict[str, dict[str, Any]] | None = None,
+    local: dict[str, dict[str, Any]] | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> ClusterRun:
     """Run ``generator`` to completion on a real master with ``controllers`` local controllers
@@ -227,21 +257,31 @@ def run_cluster(
     :param master: ``[master]`` settings to override (``{"max_crash_retries": 0}``).
     :param sinks: more sinks, name to options (a ``[sinks]`` table), beside the ``jsonl`` sink
         whose file :attr:`ClusterRun.results` reads: to test a sink plugin in a whole run.
+    :param local: the controllers' ``[controller.local.<section>]`` tables (``{"lustre":
+        {"lfs": ...}}``), as in :func:`run_task`.
     :param progress: called with the master's status snapshot (what ``cyclone status``
         shows: counters, controllers, each sink's backlog and last error) about once a second.
     """
     import json  # noqa: PLC0415  (kept out of pytest start-up, like the engine)
 
-    from cyclone_core.config import Config, GeneratorSettings, MasterSettings  # noqa: PLC0415
+    from cyclone_core.config import (  # noqa: PLC0415
+        Config,
+        ControllerSettings,
+        GeneratorSettings,
+        MasterSettings,
+        controller_task_types,
+    )
     from cyclone_core.engine.local import run_local  # noqa: PLC0415
 
     results_file = Path(directory) / "results.jsonl"
     config = Config(
         master=structure(master or {}, MasterSettings, where="run_cluster(master=...)"),
+        controller=structure({"local": local or {}}, ControllerSettings, where="run_cluster(local=...)"),
         generator=GeneratorSettings(name=generator, options=dict(options or {})),
         sinks={**(sinks or {}), "jsonl": {"path": str(results_file), "flush_interval": 0.05}},
     )
     config.master.journal = str(Path(directory) / "journal.sqlite")
+    controller_task_types(config.controller, where="run_cluster")  # a bad table: one line here, not a dead controller
     code, summary = run_local(config, controllers=controllers, workers=workers, progress=progress)
     lines = results_file.read_text().splitlines() if results_file.exists() else []
     return ClusterRun(code, summary, [json.loads(line) for line in lines])

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, ClassVar
 
+import attrs
 import pytest
 
-from cyclone_core import ConfigError, UsageError
+from cyclone_core import ConfigError, Task, UsageError, hookimpl
 from cyclone_core.builtins.generators import BenchmarkGenerator
 from cyclone_core.builtins.sinks import JsonlSink, SqliteSink
 from cyclone_core.config import (
@@ -20,8 +23,10 @@ from cyclone_core.config import (
     apply_overrides,
     build_generator,
     build_sinks,
+    controller_task_types,
     load_config,
 )
+from cyclone_core.plugins import PluginInfo
 
 
 @pytest.fixture
@@ -130,6 +135,93 @@ def test_a_missing_file_is_reported(in_tmp: Path) -> None:
 def test_an_unknown_file_type_is_reported(in_tmp: Path) -> None:
     message = config_error(write("master.yaml", "master: {}\n"))
     assert message == "master.yaml: unknown file type '.yaml': use .toml, or .conf/.ini for a Cyclone 2.x file"
+
+
+# -- what a controller runs, and its local settings ---------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class ProbeLocal:
+    program: str = "probe"
+    sudo: bool = False
+
+
+@attrs.define(kw_only=True)
+class ProbeTask(Task):
+    name: ClassVar[str] = "test-probe"
+    local_section: ClassVar[str] = "probes"
+    local_settings: ClassVar[type[Any] | None] = ProbeLocal
+
+
+class ProbePlugin:
+    @hookimpl
+    def cyclone_task_types(self) -> list[type[Task]]:
+        return [ProbeTask]
+
+
+@pytest.fixture
+def probe_plugin(cyclone_register_plugin: Callable[..., PluginInfo]) -> None:
+    assert cyclone_register_plugin(ProbePlugin(), name="test-probe-plugin").status == "ok"
+
+
+@pytest.mark.usefixtures("probe_plugin")
+def test_task_types_and_local_tables_load_into_the_controller_settings(in_tmp: Path) -> None:
+    path = write(
+        "controller.toml",
+        """
+        [controller]
+        task_types = ["test-probe", "noop"]
+
+        [controller.local.probes]
+        program = "/usr/sbin/probe"
+        sudo = true
+        """,
+    )
+    settings = load_config(path).controller
+    assert settings.task_types == ["test-probe", "noop"]
+    assert settings.local == {"probes": {"program": "/usr/sbin/probe", "sudo": True}}
+    assert controller_task_types(settings) == ["noop", "test-probe"]
+
+
+@pytest.mark.usefixtures("probe_plugin")
+def test_no_task_types_means_every_installed_one() -> None:
+    assert {"noop", "sleep", "test-probe"} <= set(controller_task_types(ControllerSettings()))
+
+
+@pytest.mark.usefixtures("probe_plugin")
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            '[controller]\ntask_types = ["nop"]\n',
+            "controller.toml: controller.task_types: unknown task type 'nop' (installed: crash, fail,",
+        ),
+        (
+            '[controller.local.probes]\nsudo = "maybe"\n',
+            "controller.toml: controller.local.probes.sudo: expected true or false, got 'maybe'",
+        ),
+        (
+            '[controller.local.probes]\nprogramme = "/bin/sh"\n',
+            "controller.toml: controller.local.probes.programme: unknown key (known: program, sudo)",
+        ),
+        (
+            "[controller.local.probez]\nprogram = 1\n",
+            "controller.toml: controller.local.probez: no installed task type reads this table (tables read: crash,",
+        ),
+    ],
+)
+def test_bad_task_types_and_local_settings_are_one_line_naming_file_and_key(
+    in_tmp: Path, text: str, message: str
+) -> None:
+    assert config_error(write("controller.toml", text)).startswith(message)
+
+
+@pytest.mark.usefixtures("probe_plugin")
+def test_a_controller_restricted_to_other_types_still_gets_its_tables_checked_when_it_runs_them() -> None:
+    settings = ControllerSettings(task_types=["noop"], local={"probes": {"sudo": "maybe"}})
+    assert controller_task_types(settings) == ["noop"]  # the table is not for a type it runs
+    with pytest.raises(ConfigError, match=r"^controller.local.probes.sudo: expected true or false"):
+        controller_task_types(attrs.evolve(settings, task_types=[]))
 
 
 # -- Cyclone 2.x INI files -----------------------------------------------------------------

@@ -17,7 +17,7 @@ from cyclone_core import ConfigError, Metric, Outcome, Status, Task, TaskContext
 from cyclone_core.builtins.tasks import FailTask, NoopTask, SleepTask
 from cyclone_core.engine.execution import MAX_RESULT_BYTES
 from cyclone_core.plugins import PluginInfo
-from cyclone_core.testing import run_task
+from cyclone_core.testing import run_dispatched, run_task
 
 
 @attrs.define(kw_only=True)
@@ -35,6 +35,8 @@ class MeasureTask(Task):
             return Outcome(payload={"values": {1, 2}})
         if self.report == "exit":
             raise SystemExit(3)
+        if self.report == "local":
+            return Outcome(payload={"local": ctx.local})
         if self.report == "huge":  # 16 MiB: within a message to the master, over a result's limit
             return Outcome(payload={"blob": "x" * (16 * 1024 * 1024)})
         return Outcome(
@@ -43,10 +45,31 @@ class MeasureTask(Task):
         )
 
 
+@attrs.frozen(kw_only=True)
+class Tools:
+    """A task type's local settings: what only the controller decides."""
+
+    program: str = "/bin/true"
+    repeat: int = attrs.field(default=1, validator=attrs.validators.ge(1))
+
+
+@attrs.define(kw_only=True)
+class ToolTask(Task):
+    """Reports the program its controller configured."""
+
+    name: ClassVar[str] = "test-tool"
+    local_section: ClassVar[str] = "tools"
+    local_settings: ClassVar[type[Any] | None] = Tools
+
+    def execute(self, ctx: TaskContext) -> Outcome:
+        tools: Tools = ctx.local
+        return Outcome(payload={"program": tools.program, "repeat": tools.repeat})
+
+
 class MeasurePlugin:
     @hookimpl
     def cyclone_task_types(self) -> Sequence[type[Task]]:
-        return [MeasureTask]
+        return [MeasureTask, ToolTask]
 
 
 @pytest.fixture
@@ -131,6 +154,39 @@ def test_loading_the_pytest_plugin_does_not_import_zeromq() -> None:
     assert done.stdout == "[]\n"
 
 
+@pytest.mark.usefixtures("measure_plugin")
+def test_local_settings_reach_the_task_built_into_its_class() -> None:
+    result = run_task(ToolTask(), local={"tools": {"program": "/usr/bin/env", "repeat": "3"}})
+    assert (result.status, result.payload) == (Status.OK, {"program": "/usr/bin/env", "repeat": 3})
+    assert run_task(ToolTask()).payload == {"program": "/bin/true", "repeat": 1}  # no table: the defaults
+
+
+@pytest.mark.usefixtures("measure_plugin")
+def test_a_task_type_without_a_settings_class_gets_its_table_as_a_dict() -> None:
+    result = run_task(MeasureTask(report="local"), local={"test-measure": {"greeting": "hi"}})
+    assert result.payload == {"local": {"greeting": "hi"}}
+
+
+@pytest.mark.usefixtures("measure_plugin")
+def test_bad_local_settings_are_one_line_naming_table_and_key() -> None:
+    with pytest.raises(ConfigError) as caught:
+        run_task(ToolTask(), local={"tools": {"repeat": 0}})
+    assert str(caught.value) == "run_task(local=...).tools.repeat: must be >= 1, got 0"
+    with pytest.raises(ConfigError) as caught:
+        run_task(ToolTask(), local={"tools": {"programme": "/bin/sh"}})
+    assert str(caught.value) == "run_task(local=...).tools.programme: unknown key (known: program, repeat)"
+
+
+@pytest.mark.usefixtures("measure_plugin")
+def test_a_dispatched_task_naming_a_program_is_refused_before_it_runs() -> None:
+    result = run_dispatched("test-tool", {"program": "/tmp/evil"}, local={"tools": {"program": "/bin/true"}})
+    assert result.status is Status.FAILED
+    assert result.payload is None
+    assert result.error is not None
+    assert result.error.startswith("arguments of task type 'test-tool': ")
+    assert "program" in result.error
+
+
 def test_an_unregistered_task_type_is_explained() -> None:
     with pytest.raises(ConfigError, match=r"^unknown task type 'test-measure' .*: install the plugin that provides it"):
         run_task(MeasureTask())
@@ -147,7 +203,7 @@ def test_the_fixtures_are_loaded_for_plugin_tests_and_clean_up(tmp_path: Path) -
             import attrs
 
             from cyclone_core import Status, Task, get_plugins, hookimpl
-            from cyclone_core.testing import run_task
+            from cyclone_core.testing import run_dispatched, run_task
 
 
             @attrs.define(kw_only=True)

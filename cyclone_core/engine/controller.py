@@ -32,7 +32,7 @@ from typing import Any
 import zmq
 
 from cyclone_core import __version__
-from cyclone_core.config import ControllerSettings
+from cyclone_core.config import ControllerSettings, controller_task_types
 from cyclone_core.engine.controller_session import (
     HOLD_BUDGET,
     INITIAL_PREFETCH,
@@ -53,7 +53,6 @@ from cyclone_core.engine.pidfile import PidFile
 from cyclone_core.engine.protocol import MAX_FRAME_BYTES, Hello, ProtocolError, decode, encode, encode_results
 from cyclone_core.engine.workers import WorkerPool
 from cyclone_core.errors import ConfigError, CycloneError
-from cyclone_core.plugins import get_plugins
 
 __all__ = ("HOLD_BUDGET", "INITIAL_PREFETCH", "MAX_PREFETCH", "MIN_PREFETCH", "Controller", "run_controller")
 
@@ -97,8 +96,10 @@ class Controller:
         self.host = socket.gethostname()
         self.id = settings.id or f"{self.host}-{os.getpid()}"
         self.workers = settings.workers or len(os.sched_getaffinity(0))
-        self.task_types = sorted(get_plugins().task_types())
-        self.pool = WorkerPool(self.workers, controller_id=self.id)
+        # Only the types it is configured to run, their local settings checked: a mistake ends
+        # the start with one line.
+        self.task_types = controller_task_types(settings)
+        self.pool = WorkerPool(self.workers, controller_id=self.id, task_types=self.task_types, local=settings.local)
         hello = Hello(
             controller_id=self.id,
             host=self.host,

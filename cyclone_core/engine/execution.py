@@ -7,6 +7,10 @@ is looked up by its registered name, its arguments are converted the same way, i
 gets the same status and error, and its result must pass the same checks (plain data, at most
 :data:`MAX_RESULT_BYTES` bytes) or the task fails saying why.
 
+A task's local settings (:attr:`~cyclone_core.model.Task.local_settings`, from the
+controller's ``[controller.local.<section>]`` tables) are built by :func:`local_settings`, once
+per task type and runner, never per task.
+
 No sockets, processes or ZeroMQ here: what runs the task (a worker process, a test's thread)
 decides how a task that hangs or kills its process ends, and says so with :func:`ended_row`.
 """
@@ -15,20 +19,22 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import attrs
+import cattrs
 import msgpack
 
-from cyclone_core.convert import structure
+from cyclone_core.convert import converter, describe_error, structure
 from cyclone_core.engine.protocol import MAX_FRAME_BYTES, metric_rows, result_to_row
-from cyclone_core.errors import CycloneError, one_line_error
+from cyclone_core.errors import ConfigError, CycloneError, one_line_error
 from cyclone_core.model import Outcome, Result, Status, Task, TaskContext
 
 if TYPE_CHECKING:
     from cyclone_core.plugins import Plugins
 
-__all__ = ("MAX_RESULT_BYTES", "TaskRunner", "ended_row", "execute_task", "timed_out")
+__all__ = ("MAX_RESULT_BYTES", "TaskRunner", "ended_row", "execute_task", "local_settings", "timed_out")
 
 #: Bytes a packed result row may take at most (metrics and payload included): several fit in
 #: one message to the master.
@@ -42,12 +48,26 @@ class TaskRunner:
 
     :param controller_id: written into every result.
     :param plugins: where task types are looked up by name.
+    :param task_types: the only task types it runs (a task of another type fails saying so);
+        ``None``: every installed one.
+    :param local: the controller's ``[controller.local.<section>]`` tables; each task type's
+        is built once, when its first task arrives (see :func:`local_settings`).
     """
 
-    def __init__(self, controller_id: str, plugins: Plugins) -> None:
+    def __init__(
+        self,
+        controller_id: str,
+        plugins: Plugins,
+        *,
+        task_types: Collection[str] | None = None,
+        local: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
         self.controller_id = controller_id
         self.plugins = plugins
-        self._types: dict[str, tuple[type[Task], logging.Logger]] = {}
+        self.task_types = None if task_types is None else frozenset(task_types)
+        self.local = dict(local or {})
+        # type name -> its class, its logger and its local settings
+        self._types: dict[str, tuple[type[Task], logging.Logger, Any]] = {}
 
     def run(self, task: Sequence[Any]) -> bytes:
         """Run the task in a dispatched row ``[id, type, args, attempt, timeout, key]`` (see
@@ -94,16 +114,43 @@ class TaskRunner:
         self, task_id: str, type_name: str, args: Any, attempt: int, timeout: float | None
     ) -> tuple[Status, str | None, Outcome | None]:
         try:
-            cls, task_log = self._types.get(type_name) or self._load(type_name)
+            cls, task_log, local = self._types.get(type_name) or self._load(type_name)
             task = structure(args, cls, where=f"arguments of task type '{type_name}'")
         except CycloneError as exc:
             return Status.FAILED, str(exc), None
-        return execute_task(task, TaskContext(task_id, attempt, timeout, task_log))
+        return execute_task(task, TaskContext(task_id, attempt, timeout, task_log, local))
 
-    def _load(self, type_name: str) -> tuple[type[Task], logging.Logger]:
-        found = self.plugins.task_type(type_name), logging.getLogger(f"cyclone.task.{type_name}")
+    def _load(self, type_name: str) -> tuple[type[Task], logging.Logger, Any]:
+        if self.task_types is not None and type_name not in self.task_types:
+            runs = ", ".join(sorted(self.task_types)) or "none"
+            raise ConfigError(f"task type '{type_name}' is not run by this controller (controller.task_types: {runs})")
+        cls = self.plugins.task_type(type_name)
+        found = cls, logging.getLogger(f"cyclone.task.{type_name}"), local_settings(cls, self.local)
         self._types[type_name] = found
         return found
+
+
+def local_settings(
+    task_type: type[Task], tables: Mapping[str, Mapping[str, Any]], *, where: str = "controller.local"
+) -> Any:
+    """What tasks of ``task_type`` get as ``ctx.local``: the ``[controller.local.<section>]``
+    table it reads (:meth:`~cyclone_core.model.Task.local_table`; none: empty) built into its
+    :attr:`~cyclone_core.model.Task.local_settings` class, or as a plain ``dict`` when it
+    declares none.  A bad value raises :class:`ConfigError` naming ``where``, the table and
+    the key (``controller.local.lustre.sudo: expected true or false, got 'maybe'``)."""
+    section = task_type.local_table()
+    table = dict(tables.get(section) or {})
+    cls = task_type.local_settings
+    if cls is None:
+        return table
+    known = attrs.fields_dict(cls)
+    for key in table:
+        if key not in known:
+            raise ConfigError(f"{where}.{section}.{key}: unknown key (known: {', '.join(known)})")
+    try:
+        return converter.structure(table, cls)
+    except (cattrs.BaseValidationError, ValueError, TypeError) as exc:
+        raise ConfigError("; ".join(f"{where}.{section}.{line}" for line in describe_error(exc).split("; "))) from exc
 
 
 def execute_task(task: Task, ctx: TaskContext) -> tuple[Status, str | None, Outcome | None]:

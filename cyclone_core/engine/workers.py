@@ -27,7 +27,9 @@ Channels
       report it crashed; the controller sets its drain flag, upon which the worker returns the
       tasks it has queued instead of starting them.
 
-Only the process arguments are pickled, once, at start (the socket, the slot, plain settings).
+Only the process arguments are pickled, once, at start (the socket, the slot, plain settings:
+the task types the controller runs and its ``[controller.local.*]`` tables, which each worker
+builds into a task type's local settings once, when its first task of that type arrives).
 
 Signals and death
     Workers ignore SIGINT, and SIGTERM unless the controller set the slot's kill flag first: the
@@ -56,7 +58,7 @@ import threading
 import time
 import types
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from ctypes import Array, c_double
 from typing import Any
 
@@ -134,6 +136,10 @@ class WorkerPool:
 
     :param size: number of worker processes.
     :param controller_id: written into every result.
+    :param task_types: the only task types the workers run (another fails saying so);
+        ``None``: every installed one.
+    :param local: the controller's ``[controller.local.<section>]`` tables, for the tasks'
+        ``ctx.local``.
     :param depth: tasks a worker is given at most.
     :param budget: seconds of expected work a task may wait behind at a busy worker (see
         :mod:`~cyclone_core.engine.pool_state`).
@@ -145,6 +151,8 @@ class WorkerPool:
         size: int,
         *,
         controller_id: str,
+        task_types: Sequence[str] | None = None,
+        local: Mapping[str, Mapping[str, Any]] | None = None,
         depth: int = DEFAULT_DEPTH,
         budget: float = DEFAULT_BUDGET,
         kill_grace: float = KILL_GRACE,
@@ -153,6 +161,8 @@ class WorkerPool:
             raise ValueError(f"a pool needs at least one worker, got {size}")
         self.size = size
         self.controller_id = controller_id
+        self.task_types = None if task_types is None else list(task_types)
+        self.local = {section: dict(table) for section, table in (local or {}).items()}
         self.kill_grace = kill_grace
         self.state = PoolState(depth, budget)
         #: Result rows (see :func:`~cyclone_core.engine.protocol.result_to_row`): the
@@ -209,6 +219,8 @@ class WorkerPool:
                 "environ": dict(os.environ),
                 "sys_path": list(sys.path),
                 "plugin_modules": _inprocess_plugins(),
+                "task_types": self.task_types,
+                "local": self.local,
             },
         )
         try:
@@ -612,6 +624,8 @@ def _worker_main(
     environ: dict[str, str],
     sys_path: list[str],
     plugin_modules: Sequence[tuple[str, str]],
+    task_types: Sequence[str] | None,
+    local: Mapping[str, Mapping[str, Any]],
 ) -> None:
     """Entry point of a worker process."""
     # SIGINT and SIGTERM are for the controller: systemd and Slurm send SIGTERM to every process
@@ -632,7 +646,7 @@ def _worker_main(
     root = logging.getLogger()
     root.handlers[:] = [_LogForwarder(send)]
     root.setLevel(log_level)
-    runner = TaskRunner(controller_id, _worker_plugins(plugin_modules))
+    runner = TaskRunner(controller_id, _worker_plugins(plugin_modules), task_types=task_types, local=local)
     try:
         send(_pack([_READY]))
         _serve(sock, slot, send, runner, flush_every)

@@ -68,6 +68,7 @@ sys.exit(run_controller(structure(json.loads(sys.argv[1]), ControllerSettings, w
 #: A task type that tells the test when it starts: registered in the controller (and so in
 #: its workers) only.
 TEST_TASKS = """
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -92,9 +93,24 @@ class Marked(Task):
             time.sleep(self.seconds)
 
 
+@attrs.frozen(kw_only=True)
+class Programs:
+    marker: str = "true"
+
+
+@attrs.define(kw_only=True)
+class Marker(Task):
+    name: ClassVar[str] = "marker"
+    local_settings: ClassVar[type] = Programs
+    marks: str
+
+    def execute(self, ctx):
+        subprocess.run([ctx.local.marker, str(Path(self.marks) / ctx.task_id)], check=True)
+
+
 @hookimpl
 def cyclone_task_types():
-    return [Marked]
+    return [Marked, Marker]
 """
 
 #: Short intervals so that every timer fires within a test.
@@ -576,3 +592,75 @@ def test_one_controller_per_pid_file(
     master.expect(Goodbye)
     assert first.exit_code() == 0
     assert not pid_file.exists()
+
+
+# -- what a controller runs is its own decision -----------------------------------------------
+
+
+def test_a_master_that_sends_a_task_naming_an_executable_gets_it_refused(
+    master: ScriptedMaster, start_controller: Callable[..., ControllerProcess], tmp_path: Path
+) -> None:
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    evil = tmp_path / "evil"
+    evil.write_text(f"#!/bin/sh\ntouch {tmp_path / 'evil-ran'}\n")
+    evil.chmod(0o755)
+    start_controller(master.endpoint, local={"marker": {"marker": "touch"}})
+    master.welcome()
+    master.send(
+        Dispatch(
+            [
+                TaskEnvelope("own", "marker", {"marks": str(marks)}),
+                TaskEnvelope("forged", "marker", {"marks": str(marks), "marker": str(evil)}),
+            ]
+        )
+    )
+    results, _ = master.results(2)
+    by_id = {r.task_id: r for r in results}
+    assert by_id["own"].status is Status.OK, by_id["own"].error
+    assert (marks / "own").exists()  # run with the controller's own program
+    forged = by_id["forged"]
+    assert forged.status is Status.FAILED
+    assert forged.error is not None
+    assert forged.error.startswith("arguments of task type 'marker': ")
+    assert "marker" in forged.error.removeprefix("arguments of task type 'marker': ")
+    assert not (tmp_path / "evil-ran").exists()
+    assert not (marks / "forged").exists()
+
+
+def test_a_controller_restricted_to_noop_announces_and_runs_only_noop(
+    master: ScriptedMaster, start_controller: Callable[..., ControllerProcess]
+) -> None:
+    start_controller(master.endpoint, task_types=["noop"])
+    assert master.welcome().task_types == ["noop"]
+    master.send(Dispatch([noop("n1"), TaskEnvelope("s1", "sleep", {"seconds": 0})]))
+    results, _ = master.results(2)
+    by_id = {r.task_id: r for r in results}
+    assert by_id["n1"].status is Status.OK
+    assert (by_id["s1"].status, by_id["s1"].error) == (
+        Status.FAILED,
+        "task type 'sleep' is not run by this controller (controller.task_types: noop)",
+    )
+
+
+@pytest.mark.parametrize(
+    ("settings", "error"),
+    [
+        (
+            {"task_types": ["noop", "nope"]},
+            "controller.task_types: unknown task type 'nope' (installed: ",
+        ),
+        (
+            {"local": {"marker": {"marker": ["touch"]}}},
+            "controller.local.marker.marker: expected a string, got ['touch']",
+        ),
+    ],
+)
+def test_bad_task_types_or_local_settings_stop_the_start_with_one_line(
+    start_controller: Callable[..., ControllerProcess], settings: dict[str, Any], error: str
+) -> None:
+    controller = start_controller("tcp://127.0.0.1:1", **settings)
+    assert controller.exit_code() == 2
+    errors = [line for line in controller.log().splitlines() if line.startswith("ERROR")]
+    assert len(errors) == 1, errors
+    assert errors[0].startswith(f"ERROR cyclone.controller: {error}"), errors
