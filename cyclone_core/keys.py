@@ -169,10 +169,7 @@ def _check_owner(path: Path, st: os.stat_result) -> None:
 
 def _check_dir(directory: Path, too_open: int = 0o077) -> None:
     """Refuse a key directory that others may use (``too_open`` mode bits) or that is not ours."""
-    try:
-        st = directory.stat()
-    except FileNotFoundError:
-        raise ConfigError(f"no key directory '{directory}'; create it with 'cyclone keys init' or 'keys new'") from None
+    st = directory.stat()
     if not stat.S_ISDIR(st.st_mode):
         raise ConfigError(f"'{directory}' is not a directory")
     _check_owner(directory, st)
@@ -191,6 +188,8 @@ def _check_file(path: Path, st: os.stat_result, too_open: int) -> None:
 def _read_checked(path: Path, too_open: int, missing: str) -> tuple[str, os.stat_result]:
     """The text of ``path`` and its stat, after checking it and its directory for ``too_open``
     mode bits and ownership; ``missing`` is the error line when it does not exist."""
+    if not os.path.lexists(path):
+        raise ConfigError(missing)
     _check_dir(Path(os.path.realpath(path)).parent, too_open)
     try:
         fd = os.open(path, os.O_RDONLY)
