@@ -95,6 +95,7 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+-]{0,63}")
 # Controller ids (see the protocol's ID_PATTERN) and fnmatch's wildcards.
 _IDS = re.compile(r"[A-Za-z0-9._:@+*?\[\]!-]{1,128}")
 _TOKEN_BODY = re.compile(r"[A-Za-z0-9_-]+")
+_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 # -- keys ---------------------------------------------------------------------------------
@@ -200,7 +201,7 @@ def _read_checked(path: Path, too_open: int, missing: str) -> tuple[str, os.stat
     with os.fdopen(fd, "rb") as file:
         st = os.fstat(file.fileno())  # of the file read, not of a name that may change meanwhile
         _check_file(path, st, too_open)
-        data = file.read(1 << 20)
+        data = file.read()
     try:
         return data.decode("utf-8"), st
     except UnicodeDecodeError:
@@ -561,12 +562,15 @@ def _load_tokens(key_dir: Path) -> list[dict[str, Any]]:
     for number, row in enumerate(rows, 1):
         if not (
             isinstance(row.get("digest"), str)
+            and _DIGEST.fullmatch(row["digest"])
             and isinstance(row.get("expires"), int | float)
             and isinstance(row.get("ids"), str)
             and isinstance(row.get("admin"), bool)
             and isinstance(row.get("used", 0.0), int | float)
         ):
-            raise ConfigError(f"'{path}', token {number}: needs digest, expires, ids and admin (and maybe used)")
+            raise ConfigError(
+                f"'{path}', token {number}: needs digest (SHA-256, hex), expires, ids and admin (and maybe used)"
+            )
     return rows
 
 

@@ -423,6 +423,14 @@ def test_used_and_expired_tokens_are_pruned_after_a_day(key_dir: Path, master: K
     assert kept() == {later, latest}
 
 
+def test_a_broken_token_file_is_a_one_line_error(key_dir: Path, master: Keypair) -> None:
+    keys.issue_token(key_dir, master.public, ttl=60, now=0.0)
+    path = key_dir / keys.TOKENS_FILE
+    path.write_text(path.read_text().replace('digest = "', 'digest = "\u00e9'))
+    with pytest.raises(ConfigError, match=r"token 1: needs digest \(SHA-256, hex\)"):
+        keys.redeem_token(key_dir, os.urandom(16), now=1.0)
+
+
 def test_issue_token_checks_its_arguments(key_dir: Path, master: Keypair) -> None:
     with pytest.raises(ConfigError, match="at most 604800 seconds"):
         keys.issue_token(key_dir, master.public, ttl=8 * 86400, now=0.0)
