@@ -52,9 +52,10 @@ class FileCreateGenerator(TaskGenerator):
 
     :param path: the directory checked: a Lustre mount (or a directory in it) holding one
         sub-directory per MDT, or any directory on another file system.
-    :param lfs_bin: the ``lfs`` command.
-    :param lctl_bin: the ``lctl`` command.
-    :param sudo: run the Lustre commands through ``sudo -n``.
+    :param lfs_bin: the ``lfs`` command the master runs to examine the file system; the checks
+        run the controllers' own (``[controller.local.lustre]``).
+    :param lctl_bin: the ``lctl`` command the master runs.
+    :param sudo: run the master's Lustre commands through ``sudo -n``.
     :param osts: OST indexes to check, a ClusterShell RangeSet of decimal indexes (``0-11,20``);
         empty means all.
     :param mdts: MDT indexes to check, likewise; empty means all.
@@ -165,9 +166,6 @@ class FileCreateGenerator(TaskGenerator):
             ost_active=target.active,
             mdt_dir_prefix=self.mdt_dir_prefix,
             create_dirs=self.create_dirs,
-            lfs_bin=self.lfs_bin,
-            lctl_bin=self.lctl_bin,
-            sudo=self.sudo,
             timeout_ms=self.timeout_ms,
             count=self.count,
         )

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import attrs
+from cyclone_lustre_ost.local import LustreLocal
 from cyclone_lustre_ost.lustre import LustreError, LustreTools, ost_label
 
 from cyclone_file_create.check import Budget, CheckError, CheckReport, CheckStatus, CheckTimeout
@@ -46,9 +47,8 @@ class LustreCheck:
     ost_index: int
     mdt_dir_prefix: str
     create_dirs: bool
-    lfs_bin: str
-    lctl_bin: str
-    sudo: bool
+    #: The controller's Lustre tools.
+    local: LustreLocal
     budget: Budget
 
     def run(self) -> CheckReport:
@@ -119,7 +119,7 @@ class LustreCheck:
         """A step that runs ``lfs``, with the budget's remaining time as the command's timeout."""
         with self.budget.step(what) as remaining:
             try:
-                yield LustreTools(lfs_bin=self.lfs_bin, lctl_bin=self.lctl_bin, sudo=self.sudo, timeout=remaining)
+                yield self.local.tools(remaining)
             except LustreError as exc:
                 # The command's timeout is the time left, so a killed command means time is up.
                 if self.budget.remaining() <= 0:

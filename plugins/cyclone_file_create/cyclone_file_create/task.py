@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 import attrs
 from cyclone_core import Metric, Outcome, Status, Task, TaskContext
+from cyclone_lustre_ost.local import SECTION, LustreLocal
 from cyclone_lustre_ost.lustre import ost_label
 from cyclone_lustre_ost.metrics import mdt_label, target_labels
 
@@ -68,14 +69,16 @@ class FileCreateTask(Task):
     :param ost_active: ``False`` when the OST was found inactive: the task only reports that.
     :param mdt_dir_prefix: prefix of the per-MDT directory names.
     :param create_dirs: create a missing per-MDT directory with ``lfs mkdir -i``.
-    :param lfs_bin: the ``lfs`` command.
-    :param lctl_bin: the ``lctl`` command.
-    :param sudo: run the Lustre commands through ``sudo -n``.
     :param timeout_ms: milliseconds the whole check may take.
     :param count: files created in plain mode.
+
+    The ``lfs`` program and ``sudo`` come from the controller's ``[controller.local.lustre]``,
+    and ``path`` must be under its ``roots``: a check elsewhere is refused untouched.
     """
 
     name: ClassVar[str] = "file-create"
+    local_section: ClassVar[str] = SECTION
+    local_settings: ClassVar[type[Any] | None] = LustreLocal
 
     path: str
     mode: str = attrs.field(default="plain", validator=one_of("lustre", "plain"))
@@ -85,21 +88,24 @@ class FileCreateTask(Task):
     ost_active: bool = True
     mdt_dir_prefix: str = "mdt"
     create_dirs: bool = True
-    lfs_bin: str = "lfs"
-    lctl_bin: str = "lctl"
-    sudo: bool = False
     timeout_ms: int = attrs.field(default=10_000, validator=at_least(1))
     count: int = attrs.field(default=10, validator=at_least(1))
 
     def execute(self, ctx: TaskContext) -> Outcome:
         """Run the check within ``timeout_ms`` and report it."""
         budget = Budget(self.timeout_ms)
+        local = LustreLocal.of(ctx)
+        # A path outside the controller's roots is an error of the check: nothing is touched.
+        refusal = local.refusal(self.path)
+        refused = CheckReport(CheckStatus.ERROR, error=refusal) if refusal is not None else None
         if self.mode == "plain":
-            report = run_within(lambda: check_plain(Path(self.path), self.count, budget), budget)
+            report = refused or run_within(lambda: check_plain(Path(self.path), self.count, budget), budget)
             return self._plain_outcome(report)
         if self.mdt_index is None or self.ost_index is None or not self.fsname:
             raise ValueError("a Lustre file-create check needs fsname, mdt_index and ost_index")
-        if not self.ost_active:
+        if refused is not None:
+            report = refused
+        elif not self.ost_active:
             report = CheckReport(
                 CheckStatus.INACTIVE, error=f"{ost_label(self.ost_index)} is inactive; file creation not checked"
             )
@@ -110,9 +116,7 @@ class FileCreateTask(Task):
                 ost_index=self.ost_index,
                 mdt_dir_prefix=self.mdt_dir_prefix,
                 create_dirs=self.create_dirs,
-                lfs_bin=self.lfs_bin,
-                lctl_bin=self.lctl_bin,
-                sudo=self.sudo,
+                local=local,
                 budget=budget,
             )
             report = run_within(check.run, budget)

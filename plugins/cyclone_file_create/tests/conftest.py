@@ -5,19 +5,22 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import attrs
 import pytest
 from cyclone_core import Outcome, Result, TaskContext, TaskGenerator, TaskSpec
+from cyclone_lustre_ost.local import LustreLocal
 
 _ids = itertools.count(1)
 
 
-def run_task(spec: TaskSpec) -> Result:
-    """Execute a handed-out task in this process and build its result as the engine would."""
+def run_task(spec: TaskSpec, local: LustreLocal) -> Result:
+    """Execute a handed-out task in this process, with a controller's ``local`` settings, and
+    build its result as the engine would."""
     task_id = f"test-{next(_ids)}"
     started = time.time()
-    outcome = spec.task.execute(TaskContext(task_id=task_id, timeout=spec.timeout))
+    outcome = spec.task.execute(TaskContext(task_id=task_id, timeout=spec.timeout, local=local))
     assert isinstance(outcome, Outcome)
     return Result(
         task_id=task_id,
@@ -66,8 +69,11 @@ class Driver:
         return False
 
     def settle(self, spec: TaskSpec) -> Result:
-        """Run ``spec`` and report its result to the generator."""
-        result = run_task(spec)
+        """Run ``spec`` and report its result to the generator.  It runs as on a controller
+        configured like the generator's master: the same Lustre tools, and the generator's
+        ``path`` as its only root."""
+        gen: Any = self.generator
+        result = run_task(spec, LustreLocal(lfs=gen.lfs_bin, lctl=gen.lctl_bin, sudo=gen.sudo, roots=(gen.path,)))
         self.results.append(result)
         self.generator.on_result(result)
         return result

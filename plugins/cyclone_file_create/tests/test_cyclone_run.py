@@ -12,8 +12,9 @@ RESULTS = "cyclone-results.sqlite"
 
 
 def cyclone_run(cwd, *options: str) -> dict:
+    command = ["cyclone", "run", "--config", "cyclone.toml", "--generator", "file-create", "--workers", "2"]
     proc = subprocess.run(
-        ["cyclone", "run", "--generator", "file-create", "--workers", "2", "--json", *options],
+        [*command, "--json", *options],
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -33,6 +34,8 @@ def stored(cwd) -> dict[str, tuple[str, dict]]:
 def test_plain_directory_one_shot(tmp_path) -> None:
     checked = tmp_path / "scratch"
     checked.mkdir()
+    # The controller's own settings: the directories its checks may use.
+    (tmp_path / "cyclone.toml").write_text(f"[controller.local.lustre]\nroots = [{json.dumps(str(checked))}]\n")
     summary = cyclone_run(tmp_path, "-g", f"path={checked}", "-g", "rounds=1")
     assert (summary["succeeded"], summary["failed"], summary["generator_error"]) == (1, 0, None)
     status, payload = stored(tmp_path)["plain"]

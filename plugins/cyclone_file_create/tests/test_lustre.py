@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from cyclone_core import CycloneError, Outcome, Status, TaskContext
 from cyclone_core.convert import structure
+from cyclone_core.testing import run_dispatched
 
 from cyclone_file_create import FileCreateGenerator, FileCreateTask
 
@@ -26,14 +27,14 @@ def lustre_task(fs, *, mdt: int = 0, ost: int = 0, **options) -> FileCreateTask:
         fsname=fs.fsname,
         mdt_index=mdt,
         ost_index=ost,
-        lfs_bin=fs.lfs_bin,
-        lctl_bin=fs.lctl_bin,
         **options,
     )
 
 
-def run(task: FileCreateTask) -> Outcome:
-    return task.execute(TaskContext(task_id="test-1"))
+def run(task: FileCreateTask, fs, **settings) -> Outcome:
+    """Execute the task as a controller configured for the stand-in ``fs`` (its tools, its
+    mount as the root; ``settings`` override) would."""
+    return task.execute(TaskContext(task_id="test-1", local=fs.settings(**settings)))
 
 
 def lfs_processes(fs) -> list[int]:
@@ -68,7 +69,7 @@ def files_in(directory: Path) -> list[Path]:
 
 def test_ok(lustre_standin) -> None:
     fs = lustre_standin(osts=4)
-    outcome = run(lustre_task(fs, ost=2))
+    outcome = run(lustre_task(fs, ost=2), fs)
     assert outcome.status is Status.OK, outcome.error
     metrics = metrics_of(outcome)
     assert metrics["cyclone_lustre_file_creation_check"] == (1.0, LABELS)
@@ -91,7 +92,7 @@ def test_ok(lustre_standin) -> None:
 def test_directory_on_the_wrong_mdt_is_an_error(lustre_standin) -> None:
     fs = lustre_standin(osts=2, mdt_count=2)
     fs.tools().mkdir_on_mdt(str(fs.mount / "mdt1"), 0)  # named for MDT 1, made on MDT 0
-    outcome = run(lustre_task(fs, mdt=1, ost=0))
+    outcome = run(lustre_task(fs, mdt=1, ost=0), fs)
     assert outcome.payload["check"] == "error"
     directory = fs.mount / "mdt1"
     assert outcome.error.startswith(f"directory {directory} is on MDT 0, not MDT 1; move it with")
@@ -100,7 +101,7 @@ def test_directory_on_the_wrong_mdt_is_an_error(lustre_standin) -> None:
 
 def test_hex_ost_names(lustre_standin) -> None:
     fs = lustre_standin(osts=[0, 10, 11])
-    outcome = run(lustre_task(fs, ost=10))
+    outcome = run(lustre_task(fs, ost=10), fs)
     assert outcome.status is Status.OK, outcome.error
     assert outcome.payload["ost"] == "OST000a"
     assert metrics_of(outcome)["cyclone_lustre_file_creation_check"][1]["ost_index"] == "10"
@@ -108,7 +109,7 @@ def test_hex_ost_names(lustre_standin) -> None:
 
 def test_object_placed_elsewhere_fails(lustre_standin) -> None:
     fs = lustre_standin(osts=4, place_on={2: 3})
-    outcome = run(lustre_task(fs, ost=2))
+    outcome = run(lustre_task(fs, ost=2), fs)
     assert outcome.status is Status.FAILED
     assert outcome.payload["check"] == "failed"
     assert outcome.payload["placed_ost_index"] == 3
@@ -122,7 +123,7 @@ def test_object_placed_elsewhere_fails(lustre_standin) -> None:
 
 def test_inactive_ost_is_reported_not_checked(lustre_standin) -> None:
     fs = lustre_standin(osts=4, inactive=[1])
-    outcome = run(lustre_task(fs, ost=1, ost_active=False))
+    outcome = run(lustre_task(fs, ost=1, ost_active=False), fs)
     assert outcome.status is Status.FAILED
     assert outcome.error == "OST0001 is inactive; file creation not checked"
     assert outcome.payload["check"] == "inactive"
@@ -137,7 +138,7 @@ def test_tool_failure_is_an_error_with_its_stderr(lustre_standin) -> None:
     fs = lustre_standin(osts=4, mdt_count=2)
     task = lustre_task(fs, mdt=3, ost=2)  # the file system has no MDT 3: lfs mkdir -i 3 fails
     (fs.mount / "mdt3").rmdir()
-    outcome = run(task)
+    outcome = run(task, fs)
     assert outcome.status is Status.FAILED
     assert outcome.payload["check"] == "error"
     assert outcome.error == (
@@ -151,11 +152,8 @@ def test_tool_failure_is_an_error_with_its_stderr(lustre_standin) -> None:
 
 def test_missing_lfs_is_an_error(lustre_standin) -> None:
     fs = lustre_standin(osts=4)
-    outcome = run(
-        FileCreateTask(
-            path=str(fs.mount), mode="lustre", fsname="testfs", mdt_index=0, ost_index=0, lfs_bin="/nonexistent/lfs"
-        )
-    )
+    task = FileCreateTask(path=str(fs.mount), mode="lustre", fsname="testfs", mdt_index=0, ost_index=0)
+    outcome = run(task, fs, lfs="/nonexistent/lfs")
     assert outcome.payload["check"] == "error"
     assert "/nonexistent/lfs" in outcome.error
 
@@ -164,7 +162,7 @@ def test_hanging_ost_times_out_and_lfs_is_killed(lustre_standin) -> None:
     fs = lustre_standin(osts=4, hang=[3])
     task = lustre_task(fs, ost=3, timeout_ms=1500)
     outcomes: list[Outcome] = []
-    worker = threading.Thread(target=lambda: outcomes.append(run(task)), daemon=True)
+    worker = threading.Thread(target=lambda: outcomes.append(run(task, fs)), daemon=True)
     worker.start()
     worker.join(1.5 + 2.0)  # timeout_ms plus slack: the task must have reported by then
     assert outcomes, "the check did not report within timeout_ms"
@@ -183,7 +181,7 @@ def test_missing_mdt_directory_is_reported(lustre_standin) -> None:
     fs = lustre_standin(osts=2, mdt_count=4)
     task = lustre_task(fs, mdt=3, create_dirs=False)
     (fs.mount / "mdt3").rmdir()
-    outcome = run(task)
+    outcome = run(task, fs)
     assert outcome.payload["check"] == "error"
     directory = fs.mount / "mdt3"
     assert outcome.error == (
@@ -196,7 +194,7 @@ def test_missing_mdt_directory_is_created_on_its_mdt(lustre_standin) -> None:
     fs = lustre_standin(osts=2, mdt_count=4)
     task = lustre_task(fs, mdt=3, ost=1)
     (fs.mount / "mdt3").rmdir()
-    outcome = run(task)
+    outcome = run(task, fs)
     assert outcome.status is Status.OK, outcome.error
     assert fs.tools().lfs("getdirstripe", "-m", str(fs.mount / "mdt3")).strip() == "3"
 
@@ -206,7 +204,7 @@ def test_concurrent_checks_create_the_mdt_directory_once(lustre_standin) -> None
     tasks = [lustre_task(fs, mdt=1, ost=ost) for ost in range(4)]
     (fs.mount / "mdt1").rmdir()
     outcomes: list[Outcome] = []
-    workers = [threading.Thread(target=lambda t=t: outcomes.append(run(t))) for t in tasks]
+    workers = [threading.Thread(target=lambda t=t: outcomes.append(run(t, fs))) for t in tasks]
     for worker in workers:
         worker.start()
     for worker in workers:
@@ -329,3 +327,36 @@ def test_later_examination_failure_reuses_the_plan(lustre_standin, drive, caplog
     assert driver.keys == ["mdt0-ost0", "mdt0-ost1"] * 2
     assert "checking the targets of the previous round again" in caplog.text
     assert [result.payload["check"] for result in driver.results[2:]] == ["error", "error"]
+
+
+# -- what the controller decides ---------------------------------------------------------------
+
+
+def test_a_check_outside_the_controllers_roots_is_an_error_and_touches_nothing(lustre_standin, tmp_path) -> None:
+    fs = lustre_standin(osts=2)
+    task = lustre_task(fs, ost=1)
+    (fs.mount / "mdt0").rmdir()
+    outcome = run(task, fs, roots=(str(tmp_path / "elsewhere"),))
+    assert outcome.status is Status.FAILED
+    assert outcome.payload["check"] == "error"
+    assert outcome.error == (
+        f"{fs.mount}: refused: outside this controller's roots {tmp_path / 'elsewhere'} (controller.local.lustre.roots)"
+    )
+    assert metrics_of(outcome)["cyclone_lustre_file_creation_error"][0] == 1.0
+    assert list(fs.mount.iterdir()) == []
+
+
+def test_a_master_that_sends_a_task_naming_an_executable_gets_it_refused(lustre_standin, tmp_path) -> None:
+    fs = lustre_standin(osts=2)
+    evil = tmp_path / "evil"
+    evil.write_text(f"#!/bin/sh\ntouch {tmp_path / 'evil-ran'}\n")
+    evil.chmod(0o755)
+    args = {"path": str(fs.mount), "mode": "lustre", "fsname": fs.fsname, "mdt_index": 0, "ost_index": 1}
+    for field, value in (("lfs_bin", str(evil)), ("lctl_bin", str(evil)), ("sudo", True)):
+        result = run_dispatched("file-create", {**args, field: value}, local=fs.local())
+        assert result.status is Status.FAILED
+        assert result.error.startswith("arguments of task type 'file-create': ")
+        assert field in result.error
+    assert not (tmp_path / "evil-ran").exists()
+    assert list(fs.mount.iterdir()) == []
+    assert run_dispatched("file-create", args, local=fs.local()).status is Status.OK

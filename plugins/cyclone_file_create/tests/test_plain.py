@@ -6,6 +6,7 @@ import threading
 
 import pytest
 from cyclone_core import Status, TaskContext
+from cyclone_lustre_ost.local import LustreLocal
 
 from cyclone_file_create import CheckStatus, FileCreateTask
 from cyclone_file_create.check import Budget, CheckError, CheckReport, run_within
@@ -13,7 +14,8 @@ from cyclone_file_create.plain_check import scratch_name
 
 
 def run(task: FileCreateTask):
-    return task.execute(TaskContext(task_id="test-1"))
+    """Execute the task as a controller whose only root is the task's directory would."""
+    return task.execute(TaskContext(task_id="test-1", local=LustreLocal(roots=(task.path,))))
 
 
 def test_plain_directory(tmp_path) -> None:

@@ -8,6 +8,10 @@ The modules, by what they do:
 ``discovery``
     which OSTs a file system has and which of them to probe (ClusterShell RangeSet selection),
     and whether a path is on Lustre at all.
+``local``
+    :class:`~cyclone_lustre_ost.local.LustreLocal`, the controller's own
+    ``[controller.local.lustre]`` settings: the tools, ``sudo`` and the path roots the tasks
+    may use.
 ``probe``
     the ``lustre-ost-io`` task: write and read back a file pinned to one OST.
 ``monitor``

@@ -43,6 +43,7 @@ import attrs
 from cyclone_core import CycloneError, Metric, Outcome, Result, Status, Task, TaskContext, TaskGenerator, TaskSpec
 from cyclone_lustre_ost.discovery import check_rangeset, format_indexes, parse_rangeset
 from cyclone_lustre_ost.legacy import legacy_bool, legacy_task_properties, translate
+from cyclone_lustre_ost.local import SECTION, LustreLocal
 from cyclone_lustre_ost.lustre import Layout, LustreError, LustreTools, Ost, ost_label
 from cyclone_lustre_ost.metrics import target_labels, target_name
 from cyclone_lustre_ost.options import between, positive
@@ -71,12 +72,15 @@ class LustreOstMigrateTask(Task):
     :param direct_io: copy with O_DIRECT; ``False`` adds ``--non-direct``.
     :param skip_striped: leave files with more than one stripe or component alone (files with a
         Data-on-MDT component are always left alone).
-    :param lfs_bin: the ``lfs`` program.
-    :param sudo: run ``lfs`` with ``sudo -n``.
     :param tool_timeout: seconds each ``lfs`` call may take (the copy included).
+
+    The ``lfs`` program and ``sudo`` come from the controller's ``[controller.local.lustre]``,
+    and ``file`` must be under its ``roots``.
     """
 
     name: ClassVar[str] = "lustre-ost-migrate"
+    local_section: ClassVar[str] = SECTION
+    local_settings: ClassVar[type[Any] | None] = LustreLocal
 
     file: str
     source: int = attrs.field(validator=attrs.validators.ge(0))
@@ -85,14 +89,16 @@ class LustreOstMigrateTask(Task):
     block: bool = True
     direct_io: bool = True
     skip_striped: bool = True
-    lfs_bin: str = "lfs"
-    sudo: bool = False
     tool_timeout: float = attrs.field(default=3600.0, validator=positive)
 
     def execute(self, ctx: TaskContext) -> Outcome:
         """Check the layout, migrate, check again; see the module documentation."""
-        tools = LustreTools(lfs_bin=self.lfs_bin, sudo=self.sudo, timeout=self.tool_timeout)
+        local = LustreLocal.of(ctx)
         start = time.perf_counter()
+        refusal = local.refusal(self.file)
+        if refusal is not None:
+            return self._outcome("failed", refusal, start=start)
+        tools = local.tools(self.tool_timeout)
         try:
             before = tools.getstripe(self.file)
             verdict = self._verdict(before)
@@ -299,8 +305,9 @@ class LustreOstMigrateGenerator(TaskGenerator):
     :param path: the Lustre file system (mount point or any directory on it); listed files
         must be under it.
     :param input_dir: directory scanned for ``*.input`` files.
-    :param lfs_bin: the ``lfs`` program.
-    :param sudo: run ``lfs`` with ``sudo -n``.
+    :param lfs_bin: the ``lfs`` program the master runs (``lfs df``, for the fill levels); the
+        migrations run the controllers' own (``[controller.local.lustre]``).
+    :param sudo: run the master's ``lfs`` with ``sudo -n``.
     :param source_threshold: migrate off an OST only while it is at least this full (percent).
     :param target_threshold: migrate onto an OST only while it is less full than this.
     :param targets: RangeSet of OSTs that may receive files; empty: all.
@@ -422,8 +429,6 @@ class LustreOstMigrateGenerator(TaskGenerator):
             block=self.block,
             direct_io=self.direct_io,
             skip_striped=self.skip_striped,
-            lfs_bin=self.lfs_bin,
-            sudo=self.sudo,
             tool_timeout=self.timeout,
         )
         return TaskSpec(task=task, key=key, timeout=self.timeout)
@@ -481,7 +486,8 @@ class LustreOstMigrateGenerator(TaskGenerator):
         ``[lustre] fs_path`` -> ``path``; ``[control.threshold] update_fill_level`` ->
         ``refresh_interval``, ``reload_files`` -> ``scan_interval``; from the XML task
         template: ``direct_io``, ``block``, ``skip`` -> ``skip_striped``.  2.x ran ``lfs``
-        with sudo, so ``sudo`` is set.  ``local_mode`` has no equivalent and is refused.
+        with sudo, so ``sudo`` is set (for the master's ``lfs df``; the controllers that migrate
+        need ``sudo = true`` in their ``[controller.local.lustre]``).  ``local_mode`` has no equivalent and is refused.
         """
         control, timers = sections.get("control", {}), sections.get("control.threshold", {})
         migration, lustre, task = (sections.get(name, {}) for name in ("migration", "lustre", "task"))

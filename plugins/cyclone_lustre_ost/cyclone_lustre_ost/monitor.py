@@ -85,10 +85,12 @@ def _version(_instance: object, attribute: attrs.Attribute[str], value: str) -> 
 class LustreOstIoGenerator(TaskGenerator):
     """Probe every selected OST of the file system at ``path`` once per ``interval`` seconds.
 
-    :param path: directory on the file system to measure; the probe files are created in it.
-    :param lfs_bin: the ``lfs`` program.
-    :param lctl_bin: the ``lctl`` program (``discovery = "lctl"``).
-    :param sudo: run the Lustre tools with ``sudo -n``.
+    :param path: directory on the file system to measure; the probe files are created in it
+        (each controller must have it under its ``[controller.local.lustre] roots``).
+    :param lfs_bin: the ``lfs`` program the master runs for discovery; the probes run the
+        controllers' own (``[controller.local.lustre]``).
+    :param lctl_bin: the ``lctl`` program the master runs (``discovery = "lctl"``).
+    :param sudo: run the master's Lustre tools with ``sudo -n``.
     :param osts: RangeSet of decimal OST indexes to probe (``"0-11,20"``); empty: all.
     :param discovery: where the OST list comes from: ``osts`` (``lfs osts``), ``df``
         (``lfs df -v``), ``lctl`` (``lov.*.target_obd``) or ``check`` (``lfs check osts``).
@@ -244,8 +246,6 @@ class LustreOstIoGenerator(TaskGenerator):
             block_size=self.block_size,
             fsync=self.fsync,
             slow_threshold=self.slow_threshold,
-            lfs_bin=self.lfs_bin,
-            sudo=self.sudo,
             tool_timeout=self.timeout,
         )
         return TaskSpec(task=task, key=key, timeout=self.timeout)

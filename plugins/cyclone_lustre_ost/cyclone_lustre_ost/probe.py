@@ -19,6 +19,10 @@ Steps (Lustre mode):
    flushing the file and dropping its pages with ``posix_fadvise(POSIX_FADV_DONTNEED)``;
 6. the file is deleted, always, also after a failure.
 
+The ``lfs`` it runs, ``sudo``, and the directories it may probe are the controller's
+(:class:`~cyclone_lustre_ost.local.LustreLocal`, ``[controller.local.lustre]``): a probe whose
+``path`` is outside the controller's ``roots`` is refused before anything is touched.
+
 An OST in an administrative state (``drained``: takes no new objects on purpose; ``retired``:
 deactivated for good) is not probed: the result is ``ok`` with that state, so no alarm fires
 every round.  In plain mode (no ``ost``) steps 1, 2 and 4 are skipped and the directory itself
@@ -38,6 +42,7 @@ import attrs
 
 from cyclone_core import ByteSize, Metric, Outcome, Status, Task, TaskContext
 from cyclone_lustre_ost.discovery import ADMIN_STATES
+from cyclone_lustre_ost.local import SECTION, LustreLocal
 from cyclone_lustre_ost.lustre import PLACEMENT_ERRORS, LustreError, LustreTools, ost_label, setstripe_reason
 from cyclone_lustre_ost.metrics import PROBE_STATUS, target_labels
 from cyclone_lustre_ost.options import as_size, one_of, positive
@@ -76,12 +81,15 @@ class LustreOstIoTask(Task):
     :param fsync: include an ``fsync`` in the write time; without it the write measures how fast
         the client absorbs the data (the file is still flushed, untimed, before the read).
     :param slow_threshold: seconds; a write or read slower than this is flagged.
-    :param lfs_bin: the ``lfs`` program.
-    :param sudo: run ``lfs`` with ``sudo -n``.
     :param tool_timeout: seconds each ``lfs`` call may take.
+
+    The ``lfs`` program and ``sudo`` come from the controller's ``[controller.local.lustre]``,
+    and ``path`` must be under its ``roots``.
     """
 
     name: ClassVar[str] = "lustre-ost-io"
+    local_section: ClassVar[str] = SECTION
+    local_settings: ClassVar[type[Any] | None] = LustreLocal
 
     path: str
     ost: int | None = attrs.field(default=None, validator=attrs.validators.optional(attrs.validators.ge(0)))
@@ -94,8 +102,6 @@ class LustreOstIoTask(Task):
     block_size: ByteSize = attrs.field(default=_DEFAULT_BLOCK, converter=as_size, validator=positive)
     fsync: bool = True
     slow_threshold: float | None = attrs.field(default=None, validator=positive)
-    lfs_bin: str = "lfs"
-    sudo: bool = False
     tool_timeout: float = attrs.field(default=60.0, validator=positive)
 
     @property
@@ -110,15 +116,16 @@ class LustreOstIoTask(Task):
             return {"fs": self.fsname or self.path}
         return target_labels(self.fsname, "ost", self.ost)
 
-    @property
-    def _tools(self) -> LustreTools:
-        return LustreTools(lfs_bin=self.lfs_bin, sudo=self.sudo, timeout=self.tool_timeout)
-
     def execute(self, ctx: TaskContext) -> Outcome:
         """Run the probe; see the module documentation for the steps."""
         payload: dict[str, Any] = {"mode": "plain" if self.ost is None else "lustre", **self.labels()}
         if self.ost is not None:
             payload |= {"ost": self.label, "index": self.ost}
+        local = LustreLocal.of(ctx)
+        refusal = local.refusal(self.path)
+        if refusal is not None:
+            return self._failed(payload, "refused", refusal)
+        tools = local.tools(self.tool_timeout)
         if self.admin_state:
             return self._administrative(payload, self.admin_state, f"{self.label} is {self.admin_state}")
         if not self.active:
@@ -128,10 +135,10 @@ class LustreOstIoTask(Task):
         payload["file"] = file
         try:
             if self.ost is not None:
-                problem = self._place(file, payload)
+                problem = self._place(tools, file, payload)
                 if problem is not None:
                     return problem
-            return self._measure(file, payload)
+            return self._measure(tools, file, payload)
         finally:
             try:
                 os.unlink(file)
@@ -142,11 +149,11 @@ class LustreOstIoTask(Task):
 
     # -- steps --------------------------------------------------------------------------
 
-    def _place(self, file: str, payload: dict[str, Any]) -> Outcome | None:
+    def _place(self, tools: LustreTools, file: str, payload: dict[str, Any]) -> Outcome | None:
         assert self.ost is not None
         payload["placement"] = "lfs setstripe -o" if self.strict_placement else "lfs setstripe -i"
         try:
-            self._tools.setstripe(file, self.ost, strict=self.strict_placement)
+            tools.setstripe(file, self.ost, strict=self.strict_placement)
         except LustreError as exc:
             state = PLACEMENT_ERRORS.get(exc.returncode or 0) if self.strict_placement else None
             if state is None:
@@ -156,7 +163,7 @@ class LustreOstIoTask(Task):
                 return self._administrative(payload, state, f"{self.label} takes no new objects ({reason})")
             return self._failed(payload, state, f"{self.label} refused the object: {reason}")
         try:
-            placed = self._tools.stripe_index(file)
+            placed = tools.stripe_index(file)
         except LustreError as exc:
             return self._failed(payload, "lustre_error", str(exc))
         if placed != self.ost:
@@ -165,14 +172,14 @@ class LustreOstIoTask(Task):
             return self._failed(payload, "misplaced", f"object placed on {where}, not {self.label}")
         return None
 
-    def _measure(self, file: str, payload: dict[str, Any]) -> Outcome:
+    def _measure(self, tools: LustreTools, file: str, payload: dict[str, Any]) -> Outcome:
         request = max(self.block_size, MIN_READ_REQUEST)
         buffer = mmap.mmap(-1, _round_up(max(self.block_size, request), _PAGE))  # page-aligned, as O_DIRECT wants
         try:
             buffer.write(b"\xa5" * len(buffer))
             with memoryview(buffer) as view:
                 write_at, write_seconds = self._write(file, view)
-                payload["oss_cache"] = self._drop_oss_cache(file)
+                payload["oss_cache"] = self._drop_oss_cache(tools, file)
                 read = read_back(file, self.total_size, request, view)
         except _IoFailure as exc:
             return self._failed(payload, "io_error", str(exc))
@@ -243,12 +250,12 @@ class LustreOstIoTask(Task):
             raise _IoFailure(f"write to {file} failed: {exc.strerror or exc}") from exc
         return started_at, max(seconds, 1e-9)
 
-    def _drop_oss_cache(self, file: str) -> str:
+    def _drop_oss_cache(self, tools: LustreTools, file: str) -> str:
         """Drop the file from the OSS read cache; say what happened, for the payload."""
         if self.ost is None:
             return "none: not on Lustre"
         try:
-            self._tools.drop_oss_cache(file, self.total_size)
+            tools.drop_oss_cache(file, self.total_size)
         except LustreError as exc:
             return f"not dropped: {exc}"
         return "dropped: lfs ladvise -a dontneed"

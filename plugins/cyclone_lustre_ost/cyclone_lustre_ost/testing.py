@@ -7,6 +7,7 @@ Loaded automatically by pytest (``pytest11`` entry point), so any test gets the 
         fs = lustre_standin(osts=12, inactive=[3], flags={5: "D"})
         tools = fs.tools()
         assert [o.active for o in tools.df(str(fs.mount))][3] is False
+        result = run_task(LustreOstIoTask(path=str(fs.mount), ost=0), local=fs.local())
 
 The stand-in programs are written as small executable wrappers in a private ``bin``
 directory; each one runs the emulation with the current Python and its own state file, so
@@ -27,6 +28,8 @@ from typing import Any
 import attrs
 import pytest
 
+from cyclone_core import unstructure
+from cyclone_lustre_ost.local import SECTION, LustreLocal
 from cyclone_lustre_ost.lustre import LustreTools
 from cyclone_lustre_ost.standin import ENV, VERSIONS, layouts_path
 
@@ -59,7 +62,25 @@ class StandinLustre:
 
     def tools(self, *, timeout: float = 30.0) -> LustreTools:
         """:class:`LustreTools` that run this stand-in."""
-        return LustreTools(lfs_bin=self.lfs_bin, lctl_bin=self.lctl_bin, timeout=timeout)
+        return self.settings().tools(timeout)
+
+    def settings(self, **changes: Any) -> LustreLocal:
+        """A controller's :class:`LustreLocal` for this stand-in: its ``lfs`` and ``lctl``, and
+        its mount as the only root; ``changes`` override (``roots=()``, ``sudo=True``).  For
+        ``TaskContext(task_id=..., local=fs.settings())``."""
+        return attrs.evolve(LustreLocal(lfs=self.lfs_bin, lctl=self.lctl_bin, roots=(str(self.mount),)), **changes)
+
+    def toml(self, **changes: Any) -> str:
+        """The same as the ``[controller.local.lustre]`` table of a configuration file, for
+        ``cyclone run --config FILE``."""
+        lines = [f"[controller.local.{SECTION}]"]
+        lines += [f"{key} = {json.dumps(value)}" for key, value in self.local(**changes)[SECTION].items()]
+        return "\n".join(lines) + "\n"
+
+    def local(self, **changes: Any) -> dict[str, dict[str, Any]]:
+        """The same as a controller's ``[controller.local]`` tables, for ``run_task(...,
+        local=fs.local())`` and ``cyclone_cluster(..., local=fs.local())``."""
+        return {SECTION: unstructure(self.settings(**changes))}
 
     def set_ost(self, index: int, **changes: Any) -> None:
         """Change one OST's state (``active=False``, ``hang=True``, ``drained=True``,

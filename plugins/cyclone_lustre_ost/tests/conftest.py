@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cyclone_lustre_ost.local import LustreLocal
 
 from cyclone_core import Result, TaskContext, TaskGenerator, TaskSpec
 from cyclone_core.testing import free_port, unavailable, wait_until
@@ -23,11 +24,20 @@ _ids = itertools.count(1)
 
 @pytest.fixture
 def settle() -> Callable[[TaskGenerator, TaskSpec], Result]:
-    """``settle(generator, spec)`` executes the spec's task and feeds the result back."""
+    """``settle(generator, spec)`` executes the spec's task and feeds the result back.
+
+    The task runs as on a controller configured like the generator's master: the same Lustre
+    tools, and the generator's ``path`` as its only root."""
 
     def run(generator: TaskGenerator, spec: TaskSpec) -> Result:
         task_id = f"test-run:{next(_ids)}"
-        outcome = spec.task.execute(TaskContext(task_id=task_id))
+        local = LustreLocal(
+            lfs=getattr(generator, "lfs_bin", "lfs"),
+            lctl=getattr(generator, "lctl_bin", "lctl"),
+            sudo=getattr(generator, "sudo", False),
+            roots=(getattr(generator, "path", "/"),),
+        )
+        outcome = spec.task.execute(TaskContext(task_id=task_id, local=local))
         result = Result(
             task_id=task_id,
             task_type=spec.task.name,

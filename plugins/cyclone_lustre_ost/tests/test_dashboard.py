@@ -47,10 +47,10 @@ def test_expand_substitutes_grafana_variables() -> None:
         expand(expr, {})
 
 
-def _run(tmp_path: Path, name: str, generator: str, options: dict[str, object], gateway: str) -> None:
+def _run(tmp_path: Path, name: str, generator: str, options: dict[str, object], gateway: str, local: str) -> None:
     config = tmp_path / f"{name}.toml"
     config.write_text(
-        f"[generator]\nname = {json.dumps(generator)}\n"
+        local + f"[generator]\nname = {json.dumps(generator)}\n"
         f"options = {{ {', '.join(f'{k} = {json.dumps(v)}' for k, v in options.items())} }}\n\n"
         f'[sinks.pushgateway]\nurl = "{gateway}"\ninterval = 0.5\ngrouping = {{ instance = "{name}" }}\n'
     )
@@ -97,9 +97,9 @@ def test_every_panel_returns_series(prometheus, pushgateway, lustre_standin, tmp
         "slow_threshold": 1e-9,  # every probe is slow
         "drained": "2",
     }
-    _run(tmp_path, "ost-probes", "lustre-ost-io", probe, pushgateway.url)
+    _run(tmp_path, "ost-probes", "lustre-ost-io", probe, pushgateway.url, fs.toml())
     checks = {"path": str(fs.mount), "lfs_bin": fs.lfs_bin, "mode": "lustre", "rounds": 1, "timeout_ms": 10000}
-    _run(tmp_path, "file-create", "file-create", checks, pushgateway.url)
+    _run(tmp_path, "file-create", "file-create", checks, pushgateway.url, fs.toml())
 
     dashboard = load_dashboard()
     for values in ({"fs": ".*", "job": "cyclone"}, {"fs": "testfs", "job": "cyclone"}):

@@ -122,9 +122,9 @@ def test_input_lines_are_checked(tmp_path: Path, caplog) -> None:
 
 def migrate(fs, file: Path, source: int, target: int, **options):
     task = LustreOstMigrateTask(
-        file=str(file), source=source, target=target, fsname=fs.fsname, lfs_bin=fs.lfs_bin, tool_timeout=10, **options
+        file=str(file), source=source, target=target, fsname=fs.fsname, tool_timeout=10, **options
     )
-    return task.execute(TaskContext(task_id="t1"))
+    return task.execute(TaskContext(task_id="t1", local=fs.settings()))
 
 
 def test_every_outcome(lustre_standin) -> None:

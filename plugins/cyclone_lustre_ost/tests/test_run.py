@@ -12,9 +12,13 @@ import pytest
 pytestmark = pytest.mark.skipif(shutil.which("cyclone") is None, reason="the cyclone command is not installed")
 
 
-def cyclone_run(tmp_path: Path, generator: str, options: dict[str, object]) -> tuple[int, list[dict]]:
+def cyclone_run(tmp_path: Path, generator: str, options: dict[str, object], config: str = "") -> tuple[int, list[dict]]:
+    """``cyclone run`` with ``config`` as its file (the controller's local settings)."""
     out = tmp_path / "results.jsonl"
-    command = ["cyclone", "run", "--generator", generator, "--workers", "2", "--sink", "jsonl"]
+    out.unlink(missing_ok=True)  # this run's results only
+    (tmp_path / "cyclone.toml").write_text(config)
+    command = ["cyclone", "run", "--config", "cyclone.toml", "--generator", generator, "--workers", "2"]
+    command += ["--sink", "jsonl"]
     command += ["-s", f"jsonl.path={out}"]
     for key, value in options.items():
         command += ["-g", f"{key}={value}"]
@@ -27,7 +31,7 @@ def test_one_round_of_probes(lustre_standin, tmp_path: Path) -> None:
     # Lustre 2.12: no strict "lfs setstripe -o", so the allocator's detour shows as misplaced.
     fs = lustre_standin(osts=[0, 1, 2, 10], inactive=[2], place_on={1: 0}, version="2.12")
     options = {"path": fs.mount, "lfs_bin": fs.lfs_bin, "rounds": 1, "total_size": "1M", "osts": "0-2,10"}
-    status, rows = cyclone_run(tmp_path, "lustre-ost-io", options)
+    status, rows = cyclone_run(tmp_path, "lustre-ost-io", options, fs.toml())
     assert status == 1  # two probes failed
     by_key = {row["key"]: row for row in rows}
     assert sorted(by_key) == ["OST0000/r1", "OST0001/r1", "OST0002/r1", "OST000a/r1"]
@@ -41,12 +45,20 @@ def test_one_round_of_probes(lustre_standin, tmp_path: Path) -> None:
     assert list(fs.mount.iterdir()) == []
 
 
-def test_plain_directory_one_shot(tmp_path: Path) -> None:
+def test_plain_directory_one_shot_only_under_the_controllers_roots(tmp_path: Path) -> None:
     target = tmp_path / "data"
     target.mkdir()
-    status, rows = cyclone_run(tmp_path, "lustre-ost-io", {"path": target, "rounds": 1, "total_size": "1M"})
+    options: dict[str, object] = {"path": target, "rounds": 1, "total_size": "1M"}
+    local = f"[controller.local.lustre]\nroots = [{json.dumps(str(target))}]\n"
+    status, rows = cyclone_run(tmp_path, "lustre-ost-io", options, local)
     assert status == 0
     assert [row["payload"]["mode"] for row in rows] == ["plain"]
+    # No roots: the controller refuses to touch any path.
+    status, rows = cyclone_run(tmp_path, "lustre-ost-io", options)
+    assert status == 1
+    assert [row["error"] for row in rows] == [
+        f"{target}: refused: this controller runs no Lustre task on a path (controller.local.lustre.roots is empty)"
+    ]
 
 
 def test_migration_until_done(lustre_standin, tmp_path: Path) -> None:
@@ -67,7 +79,7 @@ def test_migration_until_done(lustre_standin, tmp_path: Path) -> None:
         "target_threshold": 50,
         "until_done": "true",
     }
-    status, rows = cyclone_run(tmp_path, "lustre-ost-migrate", options)
+    status, rows = cyclone_run(tmp_path, "lustre-ost-migrate", options, fs.toml())
     assert status == 0
     assert sorted(row["payload"]["outcome"] for row in rows) == ["success"] * 4
     assert all(fs.layout(fs.mount / f"f{n}") == [1] for n in range(4))
