@@ -10,7 +10,9 @@ row the server rejects would be offered again and again.
     and attempt history as JSON.
 ``ost_perf``
     the Cyclone 2.x OST performance table, filled from the metrics of the ``lustre-ost-io``
-    task; the 2.x columns keep their names and meaning so existing dashboards keep working.
+    task (``cyclone_lustre_ost_*``, labelled with the Lustre exporters' ``component="ost"`` and
+    ``target="<fs>-OST000a"``); the 2.x columns keep their names and meaning so existing
+    dashboards keep working.
 """
 
 from __future__ import annotations
@@ -40,11 +42,11 @@ _INT_MAX = 2**31 - 1
 OST_IO_TASK = "lustre-ost-io"
 #: Metric name -> what it is, for the metrics the ``ost_perf`` layout reads.
 OST_METRICS = {
-    "lustre_ost_write_bytes_per_second": "write throughput",
-    "lustre_ost_read_bytes_per_second": "read throughput",
-    "lustre_ost_write_seconds": "write duration",
-    "lustre_ost_read_seconds": "read duration",
-    "lustre_ost_probe_bytes": "bytes written and read",
+    "cyclone_lustre_ost_write_bytes_per_second": "write throughput",
+    "cyclone_lustre_ost_read_bytes_per_second": "read throughput",
+    "cyclone_lustre_ost_write_seconds": "write duration",
+    "cyclone_lustre_ost_read_seconds": "read duration",
+    "cyclone_lustre_ost_probe_bytes": "bytes written and read",
 }
 _OST_NAME = re.compile(r"OST[0-9a-fA-F]{4,}")
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -278,14 +280,23 @@ def _ost_name(value: object) -> str | None:
     return None
 
 
+def _ost_of(fields: Mapping[str, Any]) -> str | None:
+    """The OST named by labels or a payload: the ``OST…`` part of ``target`` (``"<fs>-OST000a"``,
+    as the probe and the Lustre exporters label it), else ``ost`` (a name, or an index)."""
+    target = fields.get("target")
+    if isinstance(target, str) and (match := _OST_NAME.search(target)):
+        return match.group()
+    return _ost_name(fields.get("ost"))
+
+
 def _ost_perf_row(result: Result) -> tuple[Any, ...] | None:
     found = {m.name: m for m in result.metrics if m.name in OST_METRICS}
     if not found and result.task_type != OST_IO_TASK:
         return None  # another task type's result: not an OST probe
     # Where the OST comes from: the metrics' labels; for a probe that measured nothing (an
-    # inactive OST) the payload's "ost"/"fs", else an OST name in the task key.
+    # inactive OST) the payload's "target"/"ost"/"fs", else an OST name in the task key.
     labels: Mapping[str, Any] = next(iter(found.values())).labels if found else (result.payload or {})
-    ost = _ost_name(labels.get("ost"))
+    ost = _ost_of(labels)
     if ost is None and result.key and (match := _OST_NAME.search(result.key)):
         ost = match.group()
     fs = labels.get("fs")
@@ -301,14 +312,15 @@ def _ost_perf_row(result: Result) -> tuple[Any, ...] | None:
                 return _utc(found[name].timestamp)
         return _utc(ended)
 
-    read_seconds, write_seconds = value("lustre_ost_read_seconds"), value("lustre_ost_write_seconds")
+    read_seconds = value("cyclone_lustre_ost_read_seconds")
+    write_seconds = value("cyclone_lustre_ost_write_seconds")
     return (
-        stamp("lustre_ost_read_bytes_per_second", "lustre_ost_read_seconds"),
-        stamp("lustre_ost_write_bytes_per_second", "lustre_ost_write_seconds"),
+        stamp("cyclone_lustre_ost_read_bytes_per_second", "cyclone_lustre_ost_read_seconds"),
+        stamp("cyclone_lustre_ost_write_bytes_per_second", "cyclone_lustre_ost_write_seconds"),
         ost,
-        _clamp(value("lustre_ost_probe_bytes"), 0, _BIGINT_MAX, 0),
-        _clamp(value("lustre_ost_read_bytes_per_second"), -1, _BIGINT_MAX, -1),
-        _clamp(value("lustre_ost_write_bytes_per_second"), -1, _BIGINT_MAX, -1),
+        _clamp(value("cyclone_lustre_ost_probe_bytes"), 0, _BIGINT_MAX, 0),
+        _clamp(value("cyclone_lustre_ost_read_bytes_per_second"), -1, _BIGINT_MAX, -1),
+        _clamp(value("cyclone_lustre_ost_write_bytes_per_second"), -1, _BIGINT_MAX, -1),
         _clamp(read_seconds, -1, _INT_MAX, -1),
         _clamp(write_seconds, -1, _INT_MAX, -1),
         _finite(read_seconds),

@@ -42,14 +42,16 @@ def _make_result(task_id: str, **fields: Any) -> Result:
 
 
 def _ost_result(task_id: str, ost: str = "OST000a", **fields: Any) -> Result:
-    """A lustre-ost-io result carrying the metrics the ost_perf layout reads."""
-    labels = {"fs": "lustre", "ost": ost}
+    """A lustre-ost-io result carrying the metrics the ost_perf layout reads, named and
+    labelled as the probe makes them (the Lustre exporters' ``component`` and ``target``)."""
+    labels = {"fs": "lustre", "component": "ost", "target": f"lustre-{ost}"}
     metrics = [
-        Metric("lustre_ost_write_bytes_per_second", 512e6, "bytes/s", labels, 1_764_000_001.5),
-        Metric("lustre_ost_read_bytes_per_second", 2.5e9, "bytes/s", labels, 1_764_000_002.75),
-        Metric("lustre_ost_write_seconds", 2.049, "s", labels, 1_764_000_001.5),
-        Metric("lustre_ost_read_seconds", 0.4, "s", labels, 1_764_000_002.75),
-        Metric("lustre_ost_probe_bytes", 1 << 30, "bytes", labels, 1_764_000_002.75),
+        Metric("cyclone_lustre_ost_write_bytes_per_second", 512e6, "bytes/s", labels, 1_764_000_001.5),
+        Metric("cyclone_lustre_ost_read_bytes_per_second", 2.5e9, "bytes/s", labels, 1_764_000_002.75),
+        Metric("cyclone_lustre_ost_write_seconds", 2.049, "s", labels, 1_764_000_001.5),
+        Metric("cyclone_lustre_ost_read_seconds", 0.4, "s", labels, 1_764_000_002.75),
+        Metric("cyclone_lustre_ost_probe_bytes", 1 << 30, "bytes", labels, 1_764_000_002.75),
+        Metric("cyclone_lustre_ost_probe_status", 1.0, "", labels),  # one the layout does not read
     ]
     fields.setdefault("key", f"lustre-{ost}")
     fields.setdefault("metrics", metrics)

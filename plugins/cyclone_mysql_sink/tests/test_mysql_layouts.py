@@ -38,8 +38,10 @@ def test_the_ost_comes_from_labels_then_payload_then_key(make_result) -> None:
         assert row is not None
         return row[OST_PERF.columns.index("ost")]
 
-    labelled = [Metric("lustre_ost_read_seconds", 1.0, labels={"ost": "OST0010", "fs": "scratch"})]
-    assert ost_of(metrics=labelled, payload={"ost": "OST9999"}, key="OST0001") == "OST0010"
+    labels = {"fs": "scratch", "component": "ost", "target": "scratch-OST0010"}
+    labelled = [Metric("cyclone_lustre_ost_read_seconds", 1.0, labels=labels)]
+    assert ost_of(metrics=labelled, payload={"target": "scratch-OST9999"}, key="OST0001") == "OST0010"
+    assert ost_of(payload={"target": "scratch-OST00fe", "ost": "OST9999"}) == "OST00fe"
     assert ost_of(payload={"ost": 10}, key="OST0001") == "OST000a"  # an index: Lustre's hex name
     assert ost_of(payload={"ost": "OST00ff"}) == "OST00ff"
     assert ost_of(key="scratch-OST002b-probe") == "OST002b"
@@ -48,7 +50,8 @@ def test_the_ost_comes_from_labels_then_payload_then_key(make_result) -> None:
 
 def test_results_of_other_task_types_have_no_ost_perf_row(make_result) -> None:
     assert OST_PERF.rows([make_result("t1"), make_result("t2", task_type="file-create")]) == []
-    other_type_with_metrics = make_result("t3", task_type="my-probe", metrics=[Metric("lustre_ost_probe_bytes", 1.0)])
+    probe_bytes = Metric("cyclone_lustre_ost_probe_bytes", 1.0)
+    other_type_with_metrics = make_result("t3", task_type="my-probe", metrics=[probe_bytes])
     assert len(OST_PERF.rows([other_type_with_metrics])) == 1
 
 

@@ -96,8 +96,10 @@ def test_ost_perf_layout_maps_the_probe_metrics(make_sink, table, table_rows, os
         "run4-inactive",
         task_type="lustre-ost-io",
         status=Status.FAILED,
-        key="lustre-OST0003",
+        key="OST0003/r1",
         error="OST0003 is inactive",
+        # What the probe of an inactive OST reports: no metrics it measured, its labels in the payload.
+        payload={"mode": "lustre", "fs": "lustre", "component": "ost", "target": "lustre-OST0003", "state": "inactive"},
     )
     unrelated = make_result("run4-noop")  # another task type: not an OST probe, no row
     sink.write([probed, inactive, unrelated])
@@ -111,7 +113,7 @@ def test_ost_perf_layout_maps_the_probe_metrics(make_sink, table, table_rows, os
             _utc(1_764_000_002.75), _utc(1_764_000_001.5), "ok", None,
         ),
         (
-            "run4-inactive", None, "OST0003", 0, -1, -1, -1, -1, None, None,
+            "run4-inactive", "lustre", "OST0003", 0, -1, -1, -1, -1, None, None,
             _utc(1_764_000_000.75), _utc(1_764_000_000.75), "failed", "OST0003 is inactive",
         ),
     ]  # fmt: skip
@@ -132,8 +134,9 @@ def test_strict_sql_mode_accepts_every_edge_value(layout, make_sink, table, tabl
         controller="c" * 1000,
         payload={"value": math.nan, "nested": [math.inf]},
     )
-    broken = [Metric(name, -math.inf if "seconds" in name else math.nan, labels={"ost": "OST0001"}) for name in
-              ("lustre_ost_write_bytes_per_second", "lustre_ost_read_seconds", "lustre_ost_probe_bytes")]  # fmt: skip
+    labels = {"fs": "lustre", "component": "ost", "target": "lustre-OST0001"}
+    broken = [Metric(f"cyclone_lustre_ost_{name}", -math.inf if "seconds" in name else math.nan, labels=labels)
+              for name in ("write_bytes_per_second", "read_seconds", "probe_bytes")]  # fmt: skip
     nan_metrics = ost_result("run5-nan", metrics=broken, started_at=1e300)  # beyond DATETIME: NULL
     sink.write([edge, nan_metrics])
     assert [row[0] for row in table_rows(table, "task_id")] == ["run5-edge", "run5-nan"]
