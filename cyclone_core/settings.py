@@ -42,6 +42,22 @@ class MasterSettings:
     max_crash_retries: int = attrs.field(default=2, validator=attrs.validators.ge(0))
     #: Re-queues after losing a controller (infrastructure loss), before it is quarantined.
     max_lost_retries: int = attrs.field(default=5, validator=attrs.validators.ge(0))
+    #: Key directory (``master.secret``, ``allowed.toml``, ``tokens.toml``); empty: ``$CYCLONE_KEYS``
+    #: or ``~/.config/cyclone/keys``.  ``cyclone keys init`` creates it.
+    keys: str = ""
+    #: Plaintext, no keys: anyone who reaches the port can register and send results.  Only for
+    #: a network that nobody else can reach; the master says so in its log.
+    insecure: bool = False
+    #: Controllers registered at once, at most.
+    max_controllers: int = attrs.field(default=10_000, validator=attrs.validators.gt(0))
+    #: Controllers registered at once under one key, and under one shared group key.
+    max_controllers_per_key: int = attrs.field(default=16, validator=attrs.validators.gt(0))
+    max_controllers_per_group_key: int = attrs.field(default=10_000, validator=attrs.validators.gt(0))
+    #: Tasks one controller may hold (leased and credit) at most, whatever credit it grants.
+    max_credit: int = attrs.field(default=4096, validator=attrs.validators.gt(0))
+    #: Hellos per minute one key may send (a burst of 5 is allowed); more are ignored, so a
+    #: controller that cycles is held back.
+    hellos_per_minute: float = attrs.field(default=30.0, validator=attrs.validators.gt(0))
 
 
 @attrs.define(kw_only=True)

@@ -45,6 +45,8 @@ from cyclone_core.config import ControllerSettings
 from cyclone_core.engine.protocol import (
     Ack,
     Dispatch,
+    Enroll,
+    Enrolled,
     Goodbye,
     Handback,
     Heartbeat,
@@ -195,10 +197,16 @@ class ControllerSession:
     :param settings: the ``[controller]`` settings.
     :param hello: what to register with; its ``credit`` is set each time one is sent.
     :param pool: the pool's books, read for the credit and the heartbeats.
+    :param enroll: a join token's one-time secret: the session enrolls its key with it (Enroll,
+        then Enrolled) before it registers.
     """
 
-    def __init__(self, settings: ControllerSettings, hello: Hello, pool: HeldTasks) -> None:
+    def __init__(
+        self, settings: ControllerSettings, hello: Hello, pool: HeldTasks, *, enroll: str | None = None
+    ) -> None:
         self.settings = settings
+        # A join token's secret while this controller's key is still to be enrolled.
+        self._enroll = enroll
         self._hello = hello
         self._pool = pool
         self._workers = hello.workers
@@ -402,6 +410,16 @@ class ControllerSession:
     def _on_shutdown(self, message: Shutdown, now: float) -> None:
         self._start_drain(f"the master asks it to stop: {message.reason}", now)
 
+    def _on_enrolled(self, message: Enrolled, now: float) -> None:
+        if self._enroll is None:
+            return  # not asked for: nothing to do
+        log.info("enrolled with the master as %s (controller ids %s); connecting again", message.name, message.ids)
+        self._enroll = None
+        # The connection was admitted only to enroll: a new one is admitted for the key.
+        self._out += [_DISCONNECT, _CONNECT]
+        self._heard_at = now
+        self._send_hello(now)
+
     def _on_refuse(self, message: Refuse, now: float) -> None:
         log.error("master refused this controller: %s", message.reason)
         self._exit(2)
@@ -544,6 +562,11 @@ class ControllerSession:
         return credit if credit > 0 else 0
 
     def _send_hello(self, now: float) -> None:
+        if self._enroll is not None:  # a key the master does not know yet: enroll it first
+            self._hello_at = now
+            self._welcomed = False
+            self._out.append(Send(Enroll(self._enroll)))
+            return
         self._outstanding = 0
         credit = self._credit()
         self._outstanding = credit
@@ -577,6 +600,7 @@ _HANDLERS: dict[type[Any], _Handler | None] = handler_table(
         Rehello: ControllerSession._on_rehello,
         Shutdown: ControllerSession._on_shutdown,
         Refuse: ControllerSession._on_refuse,
+        Enrolled: ControllerSession._on_enrolled,
         StatusReply: None,  # the answer to a status client
     },
 )

@@ -21,13 +21,15 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections import Counter
 from collections.abc import Callable, Collection
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 
 from cyclone_core.engine import protocol
 from cyclone_core.engine.protocol import (
+    Enroll,
     Goodbye,
     Handback,
     Heartbeat,
@@ -47,7 +49,7 @@ from cyclone_core.engine.scheduler import LostController, Scheduler, TaskRecord,
 from cyclone_core.model import Result
 from cyclone_core.settings import MasterSettings
 
-__all__ = ("ControllerJoined", "Effects", "MasterCore", "Phase")
+__all__ = ("ENROLLING", "ControllerJoined", "Effects", "EnrollRequest", "GrantLike", "MasterCore", "Phase")
 
 log = logging.getLogger("cyclone.master")
 
@@ -61,6 +63,27 @@ GENERATOR_IDLE = 0.05
 MAX_FEED_PER_TURN = 4096
 #: Peers remembered for rate limiting at most; beyond, the memory starts afresh.
 _MAX_REMEMBERED = 10_000
+#: Frames from a connection that speaks for no controller yet are at most this large (Hello,
+#: Enroll, a status request): anything larger is refused before it is decoded.
+MAX_UNREGISTERED_FRAME = 64 * 1024
+#: Complaint log lines (bad frames, refusals) per minute at most, from all peers together.
+COMPLAINTS_PER_MINUTE = 20
+#: Hellos one key may send in a burst before ``hellos_per_minute`` applies.
+HELLO_BURST = 5
+#: Prefix of the authenticated user id of a connection whose key is not admitted yet: it may
+#: only send Enroll.
+ENROLLING = "?"
+
+
+class GrantLike(Protocol):
+    """What the core reads of an allowlist entry (:class:`cyclone_core.keys.Grant`)."""
+
+    name: str
+    admin: bool
+    group: bool
+
+    def allows(self, controller_id: str) -> bool:
+        """Whether the key may speak for ``controller_id``."""
 
 
 def peer_name(identity: bytes) -> str:
@@ -92,6 +115,15 @@ class ControllerJoined:
     workers: int
 
 
+@attrs.frozen
+class EnrollRequest:
+    """A key asking to be admitted with a join token's secret (the master redeems it)."""
+
+    identity: bytes
+    key: str
+    secret: str
+
+
 @attrs.define
 class Effects:
     """What the master must do after a turn's events, in this order: journal (``submitted``,
@@ -112,6 +144,8 @@ class Effects:
     lost: list[LostController] = attrs.field(factory=list)
     #: Peers that asked for a status snapshot.
     status_requests: list[bytes] = attrs.field(factory=list)
+    #: Keys asking to be admitted.
+    enrollments: list[EnrollRequest] = attrs.field(factory=list)
     #: Delivery should finish what the journal holds (the DELIVERING phase began).
     begin_delivery: bool = False
 
@@ -126,6 +160,14 @@ class MasterCore:
     :param wall_offset: epoch seconds minus the monotonic clock (attempt histories).
     :param drain_timeout: seconds to wait for controllers when stopping.
     :param delivery_timeout: seconds the sinks get to catch up when stopping.
+    :param grants: the allowlist's lookup (public key -> grant, ``None`` if not admitted); ``None``
+        for a plaintext master, where every peer is its own key and an admin.
+    :param master_key: the master's own public key: a client using it is an admin.
+
+    With keys, every frame comes with the key ZeroMQ authenticated for its connection: a
+    controller id is bound to the key that registered it, and a frame for it under another key
+    is dropped; status requests need an admin key; a connection whose key is not admitted may
+    only enroll.
     """
 
     def __init__(
@@ -138,8 +180,12 @@ class MasterCore:
         wall_offset: float = 0.0,
         drain_timeout: float = 60.0,
         delivery_timeout: float = 30.0,
+        grants: Callable[[str], GrantLike | None] | None = None,
+        master_key: str | None = None,
     ) -> None:
         self.settings = settings
+        self.grants = grants
+        self.master_key = master_key
         self.master_id = master_id
         self.run_id = run_id
         self.scheduler = Scheduler(settings, known_types=known_types, wall_offset=wall_offset)
@@ -154,8 +200,14 @@ class MasterCore:
         self.protocol_errors = 0
         #: The generator has nothing more (done or failed).
         self.exhausted = False
+        #: Frames and requests refused, by reason (status, metrics).
+        self.refusals: Counter[str] = Counter()
         self._peers: dict[bytes, str] = {}  # routing identity -> controller id
         self._identities: dict[str, bytes] = {}  # controller id -> routing identity
+        self._keys: dict[str, str | None] = {}  # controller id -> the key that registered it
+        self._per_key: Counter[str | None] = Counter()  # controllers registered per key
+        self._hello_budget: dict[str | None, tuple[float, float]] = {}  # key -> (tokens, at)
+        self._complaint_times: list[float] = []
         self._acks: dict[bytes, list[str]] = {}
         self._complaints: dict[bytes, float] = {}
         self._rehellos: dict[bytes, float] = {}
@@ -183,21 +235,35 @@ class MasterCore:
 
     # -- events ----------------------------------------------------------------------------
 
-    def frame(self, identity: bytes, frames: list[bytes], now: float) -> None:
-        """Everything a peer sent in one ZeroMQ message (routing identity stripped)."""
+    def frame(self, identity: bytes, frames: list[bytes], now: float, key: str | None = None) -> None:
+        """Everything a peer sent in one ZeroMQ message (routing identity stripped), with the
+        key ZeroMQ authenticated for its connection (``None`` on a plaintext master)."""
         if len(frames) != 1:
             self._complain(identity, f"expected one frame, got {len(frames)}", now)
+            return
+        cid = self._peers.get(identity)
+        if cid is None and len(frames[0]) > MAX_UNREGISTERED_FRAME:
+            self._complain(identity, f"a frame of {len(frames[0])} bytes before registering", now)
             return
         try:
             message = protocol.decode(frames[0])
         except ProtocolError as exc:
             self._complain(identity, str(exc), now)
             return
+        if key is not None and key.startswith(ENROLLING):
+            if type(message) is Enroll:
+                self._effects.enrollments.append(EnrollRequest(identity, key[len(ENROLLING) :], message.secret))
+            else:
+                self._refused(identity, "not enrolled", f"{message.tag} from a key that is not admitted", now)
+            return
+        if cid is not None and self._keys.get(cid) != key:
+            self._refused(identity, "wrong key", f"{message.tag} for controller {cid} under another key", now)
+            return
         handler = _HANDLERS.get(type(message))
         if handler is None:
             self._complain(identity, f"unexpected {message.tag} message", now)
             return
-        handler(self, identity, message, now)
+        handler(self, identity, message, now, key)
 
     def submit(self, records: list[TaskRecord]) -> None:
         """New tasks from the generator (journaled with this turn's commit)."""
@@ -268,6 +334,8 @@ class MasterCore:
                 gone = identities.pop(lost.id, None)
                 if gone is not None:
                     self._peers.pop(gone, None)
+                if lost.id in self._keys:
+                    self._per_key[self._keys.pop(lost.id)] -= 1
             if lost.reason == "goodbye":
                 log.info("controller %s left", lost.id)
             else:
@@ -277,26 +345,37 @@ class MasterCore:
 
     # -- messages --------------------------------------------------------------------------
 
-    def _on_hello(self, identity: bytes, hello: Hello, now: float) -> None:
+    def _on_hello(self, identity: bytes, hello: Hello, now: float, key: str | None) -> None:
         cid = hello.controller_id
         held = self._peers.get(identity)
         if held is not None and held != cid:
             self._refuse(identity, cid, hello.host, f"this connection already speaks for controller '{held}'")
             return
+        if not self._hello_allowed(key, now):
+            self._refused(identity, "hello rate", f"Hello from controller {cid} held back: too many from its key", now)
+            return
+        reason = self._admission(cid, key, now)
         scheduler = self.scheduler
         known = scheduler.knows(cid)
-        reason = scheduler.register(
-            cid,
-            host=hello.host,
-            pid=hello.pid,
-            workers=hello.workers,
-            credit=hello.credit,
-            task_types=hello.task_types,
-            now=now,
-        )
+        if reason is None:
+            reason = scheduler.register(
+                cid,
+                host=hello.host,
+                pid=hello.pid,
+                workers=hello.workers,
+                credit=hello.credit,
+                task_types=hello.task_types,
+                now=now,
+            )
         if reason is not None:
             self._refuse(identity, cid, hello.host, reason)
             return
+        previous = self._keys.get(cid, key)
+        if previous != key:  # a new process of the same id under another key
+            self._per_key[previous] -= 1
+        if cid not in self._keys or previous != key:
+            self._per_key[key] += 1
+        self._keys[cid] = key
         old = self._identities.get(cid)
         if old is not None and old != identity:
             self._peers.pop(old, None)  # the old connection no longer speaks for it
@@ -315,12 +394,15 @@ class MasterCore:
         if self.phase is not Phase.RUNNING:
             self._send(identity, Shutdown(self.stop_reason))
 
-    def _on_results(self, identity: bytes, message: Results, now: float) -> None:
+    def _on_results(self, identity: bytes, message: Results, now: float, key: str | None) -> None:
         cid = self._peers.get(identity)
-        self.scheduler.results(cid, message.results, now)
         if cid is None:
+            # Not acknowledged: the controller sends them again once it has registered.
+            self.scheduler.stats.refused += len(message.results)
             self._rehello(identity, now)
-        elif message.credit:
+            return
+        self.scheduler.results(cid, message.results, now)
+        if message.credit:
             self.scheduler.grant(cid, message.credit, now)
         if message.results:
             acks = self._acks.get(identity)
@@ -328,27 +410,104 @@ class MasterCore:
                 acks = self._acks[identity] = []
             acks.extend([r.task_id for r in message.results])
 
-    def _on_heartbeat(self, identity: bytes, message: Heartbeat, now: float) -> None:
+    def _on_heartbeat(self, identity: bytes, message: Heartbeat, now: float, key: str | None) -> None:
         cid = self._peers.get(identity)
         if cid is None:
             self._rehello(identity, now)
         else:
             self.scheduler.heartbeat(cid, message.running, message.draining, now)
 
-    def _on_handback(self, identity: bytes, message: Handback, now: float) -> None:
+    def _on_handback(self, identity: bytes, message: Handback, now: float, key: str | None) -> None:
         cid = self._peers.get(identity)
         if cid is None:
             self._rehello(identity, now)
         else:
             self.scheduler.handback(cid, message.task_ids, now)
 
-    def _on_goodbye(self, identity: bytes, message: Goodbye, now: float) -> None:
+    def _on_goodbye(self, identity: bytes, message: Goodbye, now: float, key: str | None) -> None:
         cid = self._peers.get(identity)
         if cid is not None:
             self.scheduler.goodbye(cid, now)
 
-    def _on_status(self, identity: bytes, message: StatusRequest, now: float) -> None:
-        self._effects.status_requests.append(identity)
+    def _on_status(self, identity: bytes, message: StatusRequest, now: float, key: str | None) -> None:
+        if self._is_admin(key):
+            self._effects.status_requests.append(identity)
+        else:
+            self._refused(identity, "not admin", "a status request from a key without the admin role", now)
+            if self._may_complain(identity, now):
+                self._send(identity, Refuse("status needs a key with the admin role"))
+
+    def _on_enroll(self, identity: bytes, message: Enroll, now: float, key: str | None) -> None:
+        self._refused(identity, "already admitted", "Enroll from a key that is admitted already", now)
+
+    # -- keys --------------------------------------------------------------------------------
+
+    def _is_admin(self, key: str | None) -> bool:
+        if self.grants is None or (key is not None and key == self.master_key):
+            return True
+        grant = self.grants(key) if key is not None else None
+        return grant is not None and grant.admin
+
+    def _admission(self, cid: str, key: str | None, now: float) -> str | None:  # noqa: PLR0911 (a rule a return)
+        """Why ``key`` may not register ``cid`` now, or ``None``."""
+        settings = self.settings
+        known = cid in self._keys
+        if known and self._keys[cid] != key:
+            ctl = self.scheduler.controllers[cid]
+            if now - ctl.last_seen < settings.controller_timeout:
+                return f"controller id '{cid}' is in use under another key"
+        if not known and len(self._keys) >= settings.max_controllers:
+            return f"the master has its maximum of {settings.max_controllers} controllers"
+        if self.grants is None:
+            return None
+        grant = self.grants(key) if key is not None else None
+        if grant is None:
+            return "this key is not admitted"
+        if not grant.allows(cid):
+            return f"key '{grant.name}' may not use controller id '{cid}'"
+        limit = settings.max_controllers_per_group_key if grant.group else settings.max_controllers_per_key
+        if not (known and self._keys[cid] == key) and self._per_key[key] >= limit:
+            return f"key '{grant.name}' has its maximum of {limit} controllers"
+        return None
+
+    def _hello_allowed(self, key: str | None, now: float) -> bool:
+        """A token bucket per key: :data:`HELLO_BURST` at once, ``hellos_per_minute`` after."""
+        if key is None and self.grants is None:
+            return True  # plaintext: every peer is anonymous, so no key to hold back
+        rate = self.settings.hellos_per_minute / 60.0
+        tokens, at = self._hello_budget.get(key, (float(HELLO_BURST), now))
+        tokens = min(float(HELLO_BURST), tokens + (now - at) * rate)
+        if tokens < 1.0:
+            self._hello_budget[key] = (tokens, now)
+            return False
+        self._hello_budget[key] = (tokens - 1.0, now)
+        return True
+
+    def authenticate(self, key: str, *, enrolling: bool, now: float) -> str | None:
+        """The user id for a connection with the CURVE public ``key`` (Z85), or ``None`` to
+        refuse its handshake: admitted keys and the master's own are themselves; while
+        ``enrolling`` (a join token is open), an unknown key may connect, to enroll only."""
+        if key == self.master_key or (self.grants is not None and self.grants(key) is not None):
+            return key
+        if enrolling:
+            return ENROLLING + key
+        self._refused(key.encode(), "unknown key", f"a handshake with the unknown key {key}", now)
+        return None
+
+    def grants_changed(self, now: float) -> None:
+        """The allowlist changed: controllers whose key is no longer admitted for their id are
+        cut off (told so, their leases re-queued at no cost to the tasks)."""
+        if self.grants is None:
+            return
+        for cid, key in list(self._keys.items()):
+            grant = self.grants(key) if key is not None else None
+            if grant is not None and grant.allows(cid):
+                continue
+            identity = self._identities.get(cid)
+            log.warning("controller %s cut off: its key is no longer admitted", cid)
+            self.scheduler.revoke(cid, "revoked", now)
+            if identity is not None:
+                self._send(identity, Refuse("this controller's key was revoked"))
 
     # -- internals -------------------------------------------------------------------------
 
@@ -370,6 +529,31 @@ class MasterCore:
         log.warning("refused controller %s on %s: %s", cid, host, reason)
         self._send(identity, Refuse(reason))
 
+    def _refused(self, identity: bytes, reason: str, detail: str, now: float) -> None:
+        """Drop a frame or request for ``reason``: counted, and logged now and then."""
+        self.refusals[reason] += 1
+        if self._may_complain(identity, now):
+            log.warning(
+                "refused from %s: %s (%d refused for this reason so far)",
+                peer_name(identity),
+                detail,
+                self.refusals[reason],
+            )
+
+    def _may_complain(self, identity: bytes, now: float) -> bool:
+        """Whether to log (and answer) a problem with ``identity`` now: once a minute per peer,
+        and :data:`COMPLAINTS_PER_MINUTE` lines from all peers together."""
+        if now - self._complaints.get(identity, -COMPLAIN_EVERY) < COMPLAIN_EVERY:
+            return False
+        times = self._complaint_times
+        while times and now - times[0] >= 60.0:
+            times.pop(0)
+        if len(times) >= COMPLAINTS_PER_MINUTE:
+            return False
+        times.append(now)
+        self._complaints[identity] = now
+        return True
+
     def _rehello(self, identity: bytes, now: float) -> None:
         if now - self._rehellos.get(identity, -REHELLO_EVERY) >= REHELLO_EVERY:
             self._rehellos[identity] = now
@@ -379,9 +563,8 @@ class MasterCore:
         """A frame that is not a valid message: count it; log it and refuse the peer once in a
         while.  A registered controller is not refused (it passed its Hello); it is logged."""
         self.protocol_errors += 1
-        if now - self._complaints.get(identity, -COMPLAIN_EVERY) < COMPLAIN_EVERY:
+        if not self._may_complain(identity, now):
             return
-        self._complaints[identity] = now
         cid = self._peers.get(identity)
         who = f"controller {cid}" if cid else f"peer {peer_name(identity)}"
         log.warning("ignored a bad message from %s: %s (%d bad messages so far)", who, problem, self.protocol_errors)
@@ -397,6 +580,8 @@ class MasterCore:
         assert set(self._identities) == set(controllers), "every registered controller has one connection"
         assert {cid: ident for ident, cid in self._peers.items()} == self._identities, "a connection, one id"
         assert len(self._peers) == len(self._identities), "a connection speaks for one controller"
+        assert set(self._keys) == set(controllers), "every registered controller is bound to its key"
+        assert +self._per_key == Counter(self._keys.values()), "the count of controllers per key is right"
         queued = 0
         for task_id, record in scheduler.tasks.items():
             assert record.id == task_id
@@ -416,7 +601,7 @@ class MasterCore:
                 assert record.controller is ctl, f"{ctl.id} holds {task_id}, leased to another"
 
 
-_Handler = Callable[[MasterCore, bytes, Any, float], None]
+_Handler = Callable[[MasterCore, bytes, Any, float, "str | None"], None]
 #: One handler for every message a controller or a status client sends (checked at import).
 _HANDLERS: dict[type[Any], _Handler] = protocol.handler_table(
     "the master",
@@ -428,5 +613,6 @@ _HANDLERS: dict[type[Any], _Handler] = protocol.handler_table(
         Handback: MasterCore._on_handback,
         Goodbye: MasterCore._on_goodbye,
         StatusRequest: MasterCore._on_status,
+        Enroll: MasterCore._on_enroll,
     },
 )

@@ -33,6 +33,7 @@ Conversation (C = controller, M = master, S = status client)::
     M: Rehello(reason)                                 "I do not know you": send Hello again
     M: Shutdown(reason)                                drain and exit
     S: StatusRequest()                M: StatusReply(snapshot)
+    C: Enroll(secret)                 M: Enrolled(name, ids) | Refuse(reason)   a new key, once
 
 Rules both sides keep:
 
@@ -91,6 +92,8 @@ __all__ = (
     "PROTOCOL_VERSION",
     "Ack",
     "Dispatch",
+    "Enroll",
+    "Enrolled",
     "EnvelopeLike",
     "Goodbye",
     "Handback",
@@ -775,6 +778,26 @@ class StatusReply:
     snapshot: dict[str, Any] = plain_map()
 
 
+@message("enroll", sender=_C)
+@attrs.frozen
+class Enroll:
+    """C→M, from a key the master does not know yet: admit this key, with a join token's
+    one-time secret (the only message such a connection may send)."""
+
+    tag: ClassVar[str]
+    secret: str = text(max_len=64, pattern=re.compile(r"[A-Za-z0-9_-]+"), what="a token secret")
+
+
+@message("enrolled", sender=_M)
+@attrs.frozen
+class Enrolled:
+    """M→C: the key is admitted under ``name`` for the controller ids ``ids``; connect again."""
+
+    tag: ClassVar[str]
+    name: str = text(max_len=128, what="a grant name")
+    ids: str = text(max_len=128, what="an id pattern")
+
+
 Message = (
     Hello
     | Welcome
@@ -790,6 +813,8 @@ Message = (
     | Shutdown
     | StatusRequest
     | StatusReply
+    | Enroll
+    | Enrolled
 )
 # The union above is for type checkers; the registry is the truth, and they must agree.
 assert set(Message.__args__) == set(_SPEC_OF), "Message must name every declared message"

@@ -62,6 +62,11 @@ class Ending(enum.Enum):
     LOST = "lost"
     #: A draining controller returned it unstarted.
     HANDED_BACK = "handed_back"
+    #: Its controller said Goodbye while still holding it (a controller may not: it hands
+    #: tasks back first), so the loss is the controller's doing, not the task's.
+    ABANDONED = "abandoned"
+    #: Its controller's key was revoked.
+    REVOKED = "revoked"
 
 
 @attrs.frozen
@@ -74,8 +79,8 @@ class Rule:
     counter: str | None
     #: The status the attempt history records; ``None``: no history entry (it did not run).
     recorded_as: Status | None
-    #: The task's verdict once the budget is spent.
-    when_spent: Status
+    #: The task's verdict once the budget is spent (``None`` without a budget).
+    when_spent: Status | None = None
     #: Prefix of the error recorded with the attempt.
     prefix: str = ""
 
@@ -85,7 +90,10 @@ RETRY_POLICY: dict[Ending, Rule] = {
     Ending.CRASHED: Rule(Budget.CRASHED, "crashed", Status.CRASHED, when_spent=Status.QUARANTINED),
     Ending.TIMEOUT: Rule(Budget.CRASHED, "timed_out", Status.TIMEOUT, when_spent=Status.QUARANTINED),
     Ending.LOST: Rule(Budget.LOST, "lost", Status.CRASHED, when_spent=Status.QUARANTINED, prefix="lost: "),
-    Ending.HANDED_BACK: Rule(None, None, None, when_spent=Status.FAILED),
+    Ending.HANDED_BACK: Rule(None, None, None),
+    # Losses a controller causes by misbehaving, or by being revoked, cost the task nothing.
+    Ending.ABANDONED: Rule(None, "lost", Status.CRASHED, prefix="abandoned: "),
+    Ending.REVOKED: Rule(None, "lost", Status.CRASHED, prefix="revoked: "),
 }
 assert set(RETRY_POLICY) == set(Ending), "every ending needs a rule"
 
@@ -108,6 +116,6 @@ def markdown_table() -> str:
         budget = f"`{rule.budget.setting}`" if rule.budget else "none"
         counter = f"`{rule.counter}`" if rule.counter else "-"
         recorded = f"`{rule.recorded_as.value}`" if rule.recorded_as else "nothing (it did not run)"
-        spent = f"**{rule.when_spent.value}**" if rule.budget else "-"
+        spent = f"**{rule.when_spent.value}**" if rule.budget and rule.when_spent else "-"
         lines.append(f"| `{ending.value}` | {budget} | {counter} | {recorded} | {spent} |")
     return "\n".join(lines)

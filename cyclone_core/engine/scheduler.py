@@ -242,6 +242,8 @@ class Stats:
     retried: int = 0
     #: Results that came too late, twice, or for tasks this master does not hold.
     duplicates: int = 0
+    #: Results refused: not from the controller holding the task's lease.
+    refused: int = 0
     #: Dispatch-to-result round trip of attempts, seconds.
     latency: Histogram = attrs.field(factory=Histogram.log_spaced)
     #: Execution time reported by the controllers, seconds.
@@ -352,6 +354,7 @@ class Scheduler:
         process is refused while the first one is alive, and replaces it once it is silent.
         """
         types = frozenset(task_types)
+        credit = self._capped(credit, 0)
         if self.known_types is not None:
             types &= self.known_types
         if not types:
@@ -367,7 +370,7 @@ class Scheduler:
                 controller_id, host=host, pid=pid, workers=workers, credit=credit, task_types=types, now=now
             )
         else:
-            old.workers, old.task_types, old.credit = max(workers, 1), types, credit
+            old.workers, old.task_types, old.credit = max(workers, 1), types, self._capped(credit, len(old.leases))
             old.draining, old.last_seen = False, now
         self._ready.pop(controller_id, None)
         if credit > 0:
@@ -381,29 +384,39 @@ class Scheduler:
             return
         ctl.last_seen = now
         if credit > 0:
-            ctl.credit += credit
+            ctl.credit = self._capped(ctl.credit + credit, len(ctl.leases))
             if not ctl.draining:
                 self._ready.setdefault(controller_id, None)
 
-    def results(self, controller_id: str | None, results: Iterable[Result], now: float) -> None:
-        """Terminal results of attempts; ``controller_id`` is ``None`` for a peer the master does
-        not know (after a restart): its results count all the same."""
-        ctl = self.controllers.get(controller_id) if controller_id is not None else None
-        if ctl is not None:
-            ctl.last_seen = now
+    def results(self, controller_id: str, results: Iterable[Result], now: float) -> None:
+        """Terminal results of attempts from a registered controller.
+
+        A result counts only from the controller holding the task's lease; or, for a task that
+        this master has not leased yet (it was leased before a restart), from any registered
+        controller.  Others (a lease held by another controller, one that ended, a stranger's
+        guess at a task id) are counted as ``refused`` and change nothing.
+        """
+        ctl = self.controllers.get(controller_id)
+        if ctl is None:
+            return
+        ctl.last_seen = now
         tasks = self.tasks
         stats = self.stats
         latencies: list[float] = []
         durations: list[float] = []
+        leased = TaskState.LEASED
         for reported in results:
             record = tasks.get(reported.task_id)
             if record is None:
                 stats.duplicates += 1
                 continue
+            if record.controller is not ctl and (record.state is leased or record.attempt):
+                stats.refused += 1
+                continue
             result = reported
-            if result.task_type != record.type or result.key != record.key:
-                # The master says what the task is; a peer reports only how it went.
-                result = attrs.evolve(result, task_type=record.type, key=record.key)
+            if result.task_type != record.type or result.key != record.key or result.controller != ctl.id:
+                # The master says what the task is and who ran it; a peer reports only how it went.
+                result = attrs.evolve(result, task_type=record.type, key=record.key, controller=ctl.id)
             current = record.state is TaskState.LEASED and record.attempt == result.attempt
             status = result.status
             final = status is Status.OK or status is Status.QUARANTINED
@@ -421,7 +434,7 @@ class Scheduler:
                     ENDING_OF_STATUS[status],
                     result.error,
                     now,
-                    controller=result.controller,
+                    controller=ctl.id,
                     attempt=result.attempt,
                     result=result,
                     current=current,
@@ -469,10 +482,18 @@ class Scheduler:
             self._attempt_ended(record, Ending.HANDED_BACK, None, now, controller=ctl.id, attempt=record.attempt)
 
     def goodbye(self, controller_id: str, now: float) -> None:
-        """The controller leaves cleanly; anything it still holds counts as lost."""
+        """The controller leaves cleanly; anything it still holds was abandoned (re-queued, at
+        no cost to the tasks' budgets: handing back first was the controller's job)."""
         ctl = self.controllers.get(controller_id)
         if ctl is not None:
-            self._remove(ctl, "goodbye", now)
+            self._remove(ctl, "goodbye", now, Ending.ABANDONED)
+
+    def revoke(self, controller_id: str, reason: str, now: float) -> None:
+        """The controller may no longer take part (its key was revoked): its leases end, at no
+        cost to the tasks' budgets."""
+        ctl = self.controllers.get(controller_id)
+        if ctl is not None:
+            self._remove(ctl, reason, now, Ending.REVOKED)
 
     def tick(self, now: float) -> None:
         """Time passed: declare silent controllers lost and end leases past their deadline."""
@@ -502,6 +523,10 @@ class Scheduler:
         return actions
 
     # -- internals -------------------------------------------------------------------------
+
+    def _capped(self, credit: int, held: int) -> int:
+        """``credit`` within ``max_credit`` tasks held by one controller (credit hoarding)."""
+        return max(0, min(credit, self.settings.max_credit - held))
 
     def _enqueue(self, record: TaskRecord, *, front: bool) -> None:
         record.state = TaskState.PENDING
@@ -702,17 +727,19 @@ class Scheduler:
         )
         self._settle(record, quarantined)
 
-    def _lease_lost(self, record: TaskRecord, error: str, now: float) -> None:
+    def _lease_lost(self, record: TaskRecord, error: str, now: float, ending: Ending = Ending.LOST) -> None:
         ctl = record.controller
-        self._attempt_ended(record, Ending.LOST, error, now, controller=ctl.id if ctl else None, attempt=record.attempt)
+        self._attempt_ended(record, ending, error, now, controller=ctl.id if ctl else None, attempt=record.attempt)
 
-    def _remove(self, ctl: ControllerState, reason: str, now: float | None = None) -> None:
+    def _remove(
+        self, ctl: ControllerState, reason: str, now: float | None = None, ending: Ending = Ending.LOST
+    ) -> None:
         del self.controllers[ctl.id]
         self._ready.pop(ctl.id, None)
         leases = list(ctl.leases.values())
         when = ctl.last_seen if now is None else now
         for record in leases:
-            self._lease_lost(record, f"controller {ctl.id} {reason}", when)
+            self._lease_lost(record, f"controller {ctl.id} {reason}", when, ending)
         self._actions.lost.append(LostController(ctl.id, reason, len(leases)))
 
     def snapshot(self) -> dict[str, Any]:

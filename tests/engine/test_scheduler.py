@@ -249,18 +249,33 @@ def test_deadlines_allow_for_tasks_queued_ahead_in_the_controller() -> None:
     assert [r.deadline for r in batch] == [15.0, 15.0, 25.0, 25.0]
 
 
-def test_an_ok_result_from_anyone_settles_and_ends_the_current_lease() -> None:
+def test_a_result_counts_only_from_the_controller_holding_the_lease() -> None:
     s = make()
     s.submit(records(1))
     join(s, "c1", credit=1)
+    join(s, "c2", credit=1)
     s.take(0.0)
-    s.results(None, [result("r-1")], 1.0)  # a controller the master does not know (restart)
-    ((_, final),) = s.take(1.0).settled
+    s.results("c2", [result("r-1")], 1.0)  # c2 does not hold r-1
+    assert s.stats.refused == 1
+    assert not s.take(1.0).settled
+    assert s.tasks["r-1"].controller is s.controllers["c1"]
+    s.results("c1", [result("r-1")], 2.0)
+    ((_, final),) = s.take(2.0).settled
     assert final.ok
+    assert final.controller == "c1"
     assert not s.controllers["c1"].leases
 
 
-def test_a_failure_of_an_older_attempt_counts_but_keeps_the_newer_lease() -> None:
+def test_a_result_for_a_task_leased_before_a_restart_counts_from_a_registered_controller() -> None:
+    s = make()
+    s.submit(records(1))  # as a resumed journal hands it back: never leased by this master
+    join(s, "c1", credit=0)
+    s.results("c1", [result("r-1")], 1.0)
+    ((_, final),) = s.take(1.0).settled
+    assert final.ok
+
+
+def test_a_stale_result_from_a_controller_whose_lease_ended_is_refused() -> None:
     s = make(max_failed_retries=3)
     s.submit(records(1))
     join(s, "c1", credit=1)
@@ -268,9 +283,20 @@ def test_a_failure_of_an_older_attempt_counts_but_keeps_the_newer_lease() -> Non
     s.tick(100.0)  # c1 lost: attempt 1 counted as lost, attempt 2 goes elsewhere
     join(s, "c2", credit=1, now=100.0)
     assert [r.attempt for r in s.take(100.0).dispatch["c2"]] == [2]
-    s.results(None, [result("r-1", Status.FAILED, attempt=1)], 101.0)  # c1's copy: already counted
-    assert s.stats.duplicates == 1
+    join(s, "c1", credit=0, now=101.0)  # the zombie comes back with its old result
+    s.results("c1", [result("r-1", Status.FAILED, attempt=1)], 101.0)
+    assert s.stats.refused == 1
     assert s.tasks["r-1"].state is TaskState.LEASED
+    assert s.tasks["r-1"].failed == 0
+
+
+def test_credit_is_capped_per_controller() -> None:
+    s = make(max_credit=3)
+    s.submit(records(10))
+    join(s, "c1", credit=2**20)
+    assert len(s.take(0.0).dispatch["c1"]) == 3
+    s.grant("c1", 2**20, 1.0)
+    assert s.controllers["c1"].credit == 0  # it holds its maximum already
 
 
 def test_registration_is_refused_without_a_known_task_type() -> None:
