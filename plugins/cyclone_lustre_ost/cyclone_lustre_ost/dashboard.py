@@ -6,7 +6,8 @@ and how fresh the probes are, from the metrics the ``pushgateway`` sink pushes. 
 Grafana 10.1 or later (it declares ``schemaVersion`` 38) and pick the Prometheus data source.
 
 ``python3 -m cyclone_lustre_ost.dashboard`` prints it; ``... --check FILE`` checks a (possibly
-edited) copy against the dashboard schema of the version it declares and lists its queries.
+edited) copy against the dashboard schema of the version it declares and lists its queries;
+the check needs grafana-foundation-sdk, installed with the plugin's ``test`` extra.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ import sys
 from importlib.resources import files
 from typing import Any
 
-__all__ = ("SCHEMA_RELEASES", "expand", "load_dashboard", "queries", "schema_problems")
+__all__ = ("SCHEMA_RELEASES", "SDK_MISSING", "expand", "load_dashboard", "queries", "schema_problems")
 
 #: The dashboard ``schemaVersion`` -> the Grafana release whose schema it is (Grafana 10.1
 #: writes 38); the schema models come from grafana-foundation-sdk of that release.
 SCHEMA_RELEASES = {38: "10.1"}
+#: The one line a check without grafana-foundation-sdk fails with.
+SDK_MISSING = "the schema check needs grafana-foundation-sdk: pip install 'cyclone-lustre-ost[test]'"
 
 _VARIABLE = re.compile(r"\$(?:\{(\w+)(?::\w+)?\}|(\w+))")
 
@@ -65,10 +68,16 @@ def schema_problems(dashboard: dict[str, Any]) -> list[str]:
     """What in ``dashboard`` the schema of its ``schemaVersion`` does not know or reads
     differently: loaded with grafana-foundation-sdk's models of that Grafana release (panel
     options by panel type) and written back, every field must come back, unchanged, at its
-    place.  The models do not check value types.  Empty when it loads cleanly."""
-    from grafana_foundation_sdk.cog.encoder import JSONEncoder  # noqa: PLC0415 (only for checks)
-    from grafana_foundation_sdk.cog.plugins import register_default_plugins  # noqa: PLC0415
-    from grafana_foundation_sdk.models.dashboard import Dashboard  # noqa: PLC0415
+    place.  The models do not check value types.  Empty when it loads cleanly.
+
+    :raises ImportError: grafana-foundation-sdk is not installed (:data:`SDK_MISSING`)."""
+    # Only for checks, and only installed with the test extra.
+    try:
+        from grafana_foundation_sdk.cog.encoder import JSONEncoder  # noqa: PLC0415
+        from grafana_foundation_sdk.cog.plugins import register_default_plugins  # noqa: PLC0415
+        from grafana_foundation_sdk.models.dashboard import Dashboard  # noqa: PLC0415
+    except ImportError:
+        raise ImportError(SDK_MISSING) from None
 
     declared = dashboard.get("schemaVersion")
     release = SCHEMA_RELEASES.get(declared) if isinstance(declared, int) else None
@@ -116,7 +125,11 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         print(f"{args.check}: {exc}", file=sys.stderr)
         return 2
-    problems = schema_problems(dashboard)
+    try:
+        problems = schema_problems(dashboard)
+    except ImportError as exc:
+        print(f"{args.check}: {exc}", file=sys.stderr)
+        return 2
     for problem in problems:
         print(f"{args.check}: {problem}", file=sys.stderr)
     for where, expr in queries(dashboard):

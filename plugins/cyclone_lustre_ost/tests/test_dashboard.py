@@ -10,10 +10,11 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from cyclone_lustre_ost.dashboard import expand, load_dashboard, queries, schema_problems
+from cyclone_lustre_ost.dashboard import SDK_MISSING, expand, load_dashboard, queries, schema_problems
 
 from cyclone_core.testing import unavailable, wait_until
 
@@ -23,6 +24,10 @@ RATE_INTERVAL = "15s"
 
 
 def test_dashboard_loads_against_its_schema_version() -> None:
+    try:
+        importlib.metadata.version("grafana-foundation-sdk")
+    except importlib.metadata.PackageNotFoundError:
+        unavailable("grafana-foundation-sdk is not installed (pip install -e 'plugins/cyclone_lustre_ost[test]')")
     dashboard = load_dashboard()
     assert dashboard["schemaVersion"] == 38
     assert schema_problems(dashboard) == []
@@ -36,6 +41,21 @@ def test_dashboard_loads_against_its_schema_version() -> None:
         ".templating.list[2].definition: not in the schema",
     ]
     assert schema_problems(dashboard | {"schemaVersion": 41}) == ["schemaVersion 41: no schema known (known: [38])"]
+
+
+def test_the_check_without_grafana_foundation_sdk_is_one_line(tmp_path: Path) -> None:
+    copy_ = tmp_path / "dashboard.json"
+    copy_.write_text(json.dumps(load_dashboard()))
+    # As if it were not installed: importing it fails.
+    code = (
+        "import sys; sys.modules['grafana_foundation_sdk'] = None; "
+        "from cyclone_lustre_ost.dashboard import main; sys.exit(main(sys.argv[1:]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, "--check", str(copy_)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 2
+    assert done.stderr == f"{copy_}: {SDK_MISSING}\n"
 
 
 def test_expand_substitutes_grafana_variables() -> None:
