@@ -61,6 +61,7 @@ __all__ = (
     "generate",
     "issue_token",
     "load_keypair",
+    "open_tokens",
     "parse_token",
     "pin_master_key",
     "read_public",
@@ -622,6 +623,11 @@ def parse_token(text: str) -> tuple[str, bytes]:
         raise ConfigError("the join token is damaged (cut short or mistyped); copy it again, in one piece")
     raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
     return _z85_encode(raw[:_RAW_KEY_BYTES]), raw[_RAW_KEY_BYTES:]
+
+
+def open_tokens(key_dir: Path, *, now: float) -> int:
+    """How many join tokens of the master in ``key_dir`` can still be redeemed at ``now``."""
+    return sum(1 for row in _load_tokens(key_dir) if "used" not in row and row["expires"] > now)
 
 
 def redeem_token(key_dir: Path, secret: bytes, *, now: float) -> TokenGrant | None:

@@ -17,6 +17,8 @@ most ``delivery_timeout`` seconds to catch up.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import gc
 import logging
 import os
@@ -27,17 +29,21 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import zmq
+import zmq.utils.monitor
+from zmq.utils import z85
 
+from cyclone_core import keys
 from cyclone_core.convert import unstructure
 from cyclone_core.engine import protocol
 from cyclone_core.engine.delivery import SinkDelivery
 from cyclone_core.engine.journal import Journal
-from cyclone_core.engine.master_core import Effects, MasterCore, Phase, peer_name
+from cyclone_core.engine.master_core import Effects, EnrollRequest, MasterCore, Phase, peer_name
 from cyclone_core.engine.metrics import MetricsServer
-from cyclone_core.engine.protocol import StatusReply
+from cyclone_core.engine.protocol import Enrolled, Refuse, StatusReply
 from cyclone_core.engine.scheduler import Scheduler, TaskRecord
 from cyclone_core.errors import ConfigError, CycloneError, one_line_error
 from cyclone_core.model import Result, ResultSink, Status, Task, TaskGenerator, TaskSpec
@@ -57,6 +63,15 @@ _HOUSEKEEPING_EVERY = 1.0
 _COMPACT_EVERY = 10.0
 #: Seconds of history behind ``tasks_per_second``.
 _RATE_WINDOW = 10.0
+#: Where libzmq asks for the authentication of every new connection (RFC 27, ZAP).
+_ZAP_ENDPOINT = "inproc://zeromq.zap.01"
+#: Messages queued to one peer at most: a peer that does not read loses messages (heartbeats
+#: reconcile them) rather than growing the master's memory.
+_SEND_QUEUE = 1000
+#: Monitor events of connections that failed their handshake before ZAP (which counts its own).
+_HANDSHAKE_FAILED = zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+#: Enrollments handled per loop turn at most (each reads and writes the key files).
+_ENROLLMENTS_PER_TURN = 8
 
 
 class _GeneratorFailed(Exception):
@@ -122,6 +137,12 @@ class Master:
         self._stops_seen = 0
         self._rates: deque[tuple[float, int]] = deque()
         self._callback_errors = 0
+        self._next_housekeeping = self._next_progress = self._next_compaction = 0.0
+        self._key_dir: Path | None = None
+        self._allowlist: keys.Allowlist | None = None
+        self._zap: zmq.Socket[bytes] | None = None
+        self._monitor: zmq.Socket[bytes] | None = None
+        self._enrolling = False
 
     @property
     def scheduler(self) -> Scheduler | None:
@@ -161,6 +182,7 @@ class Master:
         resuming = not journal.fresh
         gen_type = type(self.generator)
         journal.bind_run(self.generator.name, unstructure(self.generator), deterministic=gen_type.deterministic)
+        pair = self._load_keys()
         self.core = core = MasterCore(
             settings,
             master_id=self.master_id,
@@ -169,6 +191,8 @@ class Master:
             wall_offset=time.time() - time.monotonic(),
             drain_timeout=self.drain_timeout,
             delivery_timeout=self.delivery_timeout,
+            grants=self._allowlist.lookup if self._allowlist is not None else None,
+            master_key=pair.public if pair is not None else None,
         )
         self._tasks = iter(self.generator.tasks())
         self._total = self._generator_total()
@@ -186,11 +210,23 @@ class Master:
             )
         self._context = zmq.Context()
         sock = self._context.socket(zmq.ROUTER)
-        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a reconnecting controller keeps its identity
+        # No handover: a connection with a routing id in use is turned away, so nobody can cut
+        # a controller off by connecting under its id.
+        sock.setsockopt(zmq.ROUTER_HANDOVER, 0)
         sock.setsockopt(zmq.LINGER, 1000)
-        sock.setsockopt(zmq.SNDHWM, 100_000)
-        sock.setsockopt(zmq.RCVHWM, 100_000)
+        sock.setsockopt(zmq.SNDHWM, _SEND_QUEUE)
+        sock.setsockopt(zmq.RCVHWM, _SEND_QUEUE)
         sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_FRAME_BYTES)
+        if pair is not None:
+            # The ZAP handler must be bound before the first connection, or libzmq admits all.
+            self._zap = self._context.socket(zmq.REP)
+            self._zap.bind(_ZAP_ENDPOINT)
+            sock.curve_server = True
+            sock.curve_secretkey = pair.secret.encode()
+            sock.curve_publickey = pair.public.encode()
+            sock.zap_domain = b"cyclone"
+            # Handshakes that fail before ZAP is asked (plaintext, or the wrong master key).
+            self._monitor = sock.get_monitor_socket(_HANDSHAKE_FAILED)
         try:
             sock.bind(settings.bind)
         except zmq.ZMQError as exc:
@@ -207,6 +243,25 @@ class Master:
             self.metrics = MetricsServer(settings.metrics_port)
             self.metrics.publish(self.status(), core.scheduler.stats.duration)
         log.info("master %s listening on %s (run %s)", self.master_id, self.endpoint, journal.run_id)
+
+    def _load_keys(self) -> keys.Keypair | None:
+        """The master's keypair and allowlist (``None`` on a plaintext master)."""
+        settings = self.settings
+        if settings.insecure:
+            log.warning(
+                "master.insecure is set: no encryption and no keys; anyone who can reach %s can register a "
+                "controller, receive tasks and send results",
+                settings.bind,
+            )
+            return None
+        self._key_dir = key_dir = Path(settings.keys) if settings.keys else keys.default_key_dir()
+        secret = key_dir / f"{keys.MASTER_NAME}.secret"
+        if not os.path.lexists(secret):
+            raise ConfigError(f"no master key in {key_dir}: run `cyclone keys init`, or set master.insecure = true")
+        pair = keys.load_keypair(secret)
+        self._allowlist = keys.Allowlist.load(key_dir / keys.ALLOWLIST_FILE)
+        self._check_tokens()
+        return pair
 
     def _generator_total(self) -> int | None:
         """The generator's own count of its tasks, if it knows one (for progress only)."""
@@ -269,33 +324,14 @@ class Master:
         gc.set_threshold(50_000, 50, 100)
         poller = zmq.Poller()
         poller.register(self._sock, zmq.POLLIN)
-        next_housekeeping = next_progress = 0.0
-        next_compaction = time.monotonic() + _COMPACT_EVERY
-        core = self.core
+        if self._zap is not None:
+            poller.register(self._zap, zmq.POLLIN)
+        if self._monitor is not None:
+            poller.register(self._monitor, zmq.POLLIN)
+        self._next_compaction = time.monotonic() + _COMPACT_EVERY
         try:
-            while not core.done:
-                # Do not sleep while the generator can top the window up.
-                ready = poller.poll(0 if core.feed_room(time.monotonic()) else int(_MAX_POLL * 1000))
-                now = time.monotonic()  # after the poll: messages are stamped when they arrived
-                if ready:
-                    self._receive(now)
-                while self._stops_seen < self._stop_requests:
-                    self._stops_seen += 1
-                    core.request_stop(now)
-                core.tick(now)
-                self._feed(now)
-                self._apply(core.take(now))
-                if core.phase is Phase.DELIVERING and all(d.finished for d in self.deliveries):
-                    core.delivered()
-                if now >= next_housekeeping:
-                    next_housekeeping = now + _HOUSEKEEPING_EVERY
-                    self._housekeeping(now)
-                if now >= next_compaction:
-                    next_compaction = now + _COMPACT_EVERY
-                    self._compact()
-                if self.progress is not None and now >= next_progress:
-                    next_progress = now + 0.2
-                    self._call(self.progress, self.status())
+            while not self.core.done:
+                self._turn(poller)
         finally:
             self.journal.commit()
             self.finished_at = time.time()
@@ -308,6 +344,37 @@ class Master:
         self._housekeeping(time.monotonic())
         return 1 if (self.generator_error or self.undelivered) else 0
 
+    def _turn(self, poller: zmq.Poller) -> None:
+        """One turn of the loop: receive, let time pass, feed, apply the core's effects, and
+        the timers of housekeeping, compaction and progress."""
+        core = self.core
+        assert core is not None
+        # Do not sleep while the generator can top the window up.
+        ready = poller.poll(0 if core.feed_room(time.monotonic()) else int(_MAX_POLL * 1000))
+        now = time.monotonic()  # after the poll: messages are stamped when they arrived
+        if ready:
+            if self._zap is not None:
+                self._authenticate(now)
+                self._handshakes(now)
+            self._receive(now)
+        while self._stops_seen < self._stop_requests:
+            self._stops_seen += 1
+            core.request_stop(now)
+        core.tick(now)
+        self._feed(now)
+        self._apply(core.take(now))
+        if core.phase is Phase.DELIVERING and all(d.finished for d in self.deliveries):
+            core.delivered()
+        if now >= self._next_housekeeping:
+            self._next_housekeeping = now + _HOUSEKEEPING_EVERY
+            self._housekeeping(now)
+        if now >= self._next_compaction:
+            self._next_compaction = now + _COMPACT_EVERY
+            self._compact()
+        if self.progress is not None and now >= self._next_progress:
+            self._next_progress = now + 0.2
+            self._call(self.progress, self.status())
+
     def close(self) -> None:
         """Release everything (idempotent): delivery threads, metrics, socket, journal."""
         for delivery in self.deliveries:
@@ -318,6 +385,12 @@ class Master:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+        if self._monitor is not None:
+            self._monitor.close(0)
+            self._monitor = None
+        if self._zap is not None:
+            self._zap.close(0)
+            self._zap = None
         if self._context is not None:
             self._context.term()
             self._context = None
@@ -342,12 +415,58 @@ class Master:
         assert sock is not None
         assert self.core is not None
         frame = self.core.frame
+        if self._zap is None:  # plaintext: no key to read
+            for _ in range(_MAX_FRAMES_PER_TURN):
+                try:
+                    frames = sock.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    return
+                frame(frames[0], frames[1:], now)
+            return
         for _ in range(_MAX_FRAMES_PER_TURN):
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
+                parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
-            frame(frames[0], frames[1:], now)
+            # The key ZAP admitted for this connection, as libzmq reports it for the message.
+            key = str(parts[-1].get("User-Id"))
+            frame(parts[0].bytes, [part.bytes for part in parts[1:]], now, key)
+
+    def _handshakes(self, now: float) -> None:
+        """Count (and now and then log) connections that failed their CURVE handshake."""
+        monitor = self._monitor
+        assert monitor is not None
+        assert self.core is not None
+        while True:
+            try:
+                event = zmq.utils.monitor.parse_monitor_message(monitor.recv_multipart(zmq.NOBLOCK))
+            except zmq.Again:
+                return
+            self.core.handshake_failed(f"error {event['value']}", now)
+
+    def _authenticate(self, now: float) -> None:
+        """Answer libzmq's ZAP requests: which CURVE keys may complete a handshake."""
+        zap = self._zap
+        assert zap is not None
+        assert self.core is not None
+        while True:
+            try:
+                request = zap.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if len(request) < 6:
+                continue  # not a ZAP request: nothing to answer to
+            version, request_id, _domain, _address, _identity, mechanism, *credentials = request
+            user = None
+            if mechanism == b"CURVE" and len(credentials) == 1 and len(credentials[0]) == 32:
+                key = z85.encode(credentials[0]).decode()
+                if self._allowlist is not None and self._allowlist.lookup(key) is None:
+                    self._reload_grants(now)  # admitted a moment ago? (one stat if not changed)
+                user = self.core.authenticate(key, enrolling=self._enrolling, now=now)
+            if user is None:
+                zap.send_multipart([version, request_id, b"400", b"key not admitted", b"", b""])
+            else:
+                zap.send_multipart([version, request_id, b"200", b"OK", user.encode(), b""])
 
     def _next_item(self) -> Task | TaskSpec | None:
         """The generator's next item; only its own code is guarded: what it raises becomes
@@ -429,6 +548,8 @@ class Master:
             self._send_frame(identity, protocol.encode_dispatch(records))
         for identity in effects.status_requests:
             self._send_frame(identity, protocol.encode(StatusReply(self.status())))
+        for request in effects.enrollments[:_ENROLLMENTS_PER_TURN]:
+            self._enroll(request)
         if effects.begin_delivery:
             for delivery in self.deliveries:
                 delivery.finish()
@@ -463,6 +584,51 @@ class Master:
         if journal.needs_compaction:
             self._compact()
         return results
+
+    def _enroll(self, request: EnrollRequest) -> None:
+        """Admit ``request.key`` if it carries the secret of an open join token (used up now)."""
+        assert self._key_dir is not None
+        assert self._allowlist is not None
+        reply: protocol.Message = Refuse("the join token is unknown, used or expired: ask for a new one")
+        try:
+            secret = base64.urlsafe_b64decode(request.secret + "=" * (-len(request.secret) % 4))
+            granted = keys.redeem_token(self._key_dir, secret, now=time.time())
+            if granted is not None:
+                name = keys.default_grant_name(granted.ids, request.key)
+                with keys.Allowlist.edit(self._allowlist.path) as allowlist:
+                    if allowlist.lookup(request.key) is None:
+                        allowlist.add(granted.grant(name, request.key))
+                self._reload_grants(time.monotonic())
+                reply = Enrolled(name, granted.ids)
+                log.info("enrolled key %s as %s (controller ids %s)", request.key, name, granted.ids)
+        except (binascii.Error, ValueError, CycloneError) as exc:
+            log.error("enrollment of key %s failed: %s", request.key, one_line_error(exc))
+            reply = Refuse("enrollment failed on the master; ask its operator")
+        self._send_frame(request.identity, protocol.encode(reply))
+        self._check_tokens()
+
+    def _check_tokens(self) -> None:
+        """Whether unknown keys may connect to enroll: while a join token is open."""
+        assert self._key_dir is not None
+        try:
+            self._enrolling = keys.open_tokens(self._key_dir, now=time.time()) > 0
+        except CycloneError as exc:
+            log.error("%s (no enrollment until it is fixed)", exc)
+            self._enrolling = False
+
+    def _reload_grants(self, now: float) -> None:
+        """Re-read the allowlist if it changed: every second (revocation reaches the loop within
+        a second), and when an unknown key asks to connect (admitted a moment ago?)."""
+        assert self._allowlist is not None
+        assert self.core is not None
+        try:
+            changed = self._allowlist.reload_if_changed()
+        except CycloneError as exc:
+            log.error("%s (keeping the previous allowlist)", exc)
+            return
+        if changed:
+            log.info("allowlist %s changed: %d keys admitted", self._allowlist.path, len(self._allowlist.grants))
+            self.core.grants_changed(now)
 
     def _compact(self) -> None:
         """Rewrite the journal's window and drop the results every sink has."""
@@ -514,6 +680,9 @@ class Master:
         self._rates.append((now, settled))
         while len(self._rates) > 2 and now - self._rates[0][0] > _RATE_WINDOW:
             self._rates.popleft()
+        if self._allowlist is not None:
+            self._reload_grants(now)
+            self._check_tokens()
         if self.metrics is not None:
             self.metrics.publish(self.status(), stats.duration)
 
@@ -545,6 +714,8 @@ class Master:
             latency_ms_p50=_ms(latency.quantile(0.5)),
             latency_ms_p99=_ms(latency.quantile(0.99)),
             protocol_errors=self.protocol_errors,
+            refusals=dict(self.core.refusals),
+            secure=self._zap is not None,
             draining=self.stopping,
             generator={
                 "name": self.generator.name,

@@ -78,9 +78,17 @@ ENROLLING = "?"
 class GrantLike(Protocol):
     """What the core reads of an allowlist entry (:class:`cyclone_core.keys.Grant`)."""
 
-    name: str
-    admin: bool
-    group: bool
+    @property
+    def name(self) -> str:
+        """The grant's name (in log lines and refusals)."""
+
+    @property
+    def admin(self) -> bool:
+        """Whether the key may ask for status."""
+
+    @property
+    def group(self) -> bool:
+        """Whether the key is a shared group key (a higher controller limit)."""
 
     def allows(self, controller_id: str) -> bool:
         """Whether the key may speak for ``controller_id``."""
@@ -432,10 +440,8 @@ class MasterCore:
     def _on_status(self, identity: bytes, message: StatusRequest, now: float, key: str | None) -> None:
         if self._is_admin(key):
             self._effects.status_requests.append(identity)
-        else:
-            self._refused(identity, "not admin", "a status request from a key without the admin role", now)
-            if self._may_complain(identity, now):
-                self._send(identity, Refuse("status needs a key with the admin role"))
+        elif self._refused(identity, "not admin", "a status request from a key without the admin role", now):
+            self._send(identity, Refuse("status needs a key with the admin role"))
 
     def _on_enroll(self, identity: bytes, message: Enroll, now: float, key: str | None) -> None:
         self._refused(identity, "already admitted", "Enroll from a key that is admitted already", now)
@@ -491,8 +497,12 @@ class MasterCore:
             return key
         if enrolling:
             return ENROLLING + key
-        self._refused(key.encode(), "unknown key", f"a handshake with the unknown key {key}", now)
+        self._refused(key.encode(), "unknown key", f"a handshake with the unknown key {key}", now, named=False)
         return None
+
+    def handshake_failed(self, detail: str, now: float) -> None:
+        """A connection failed its CURVE handshake (no key, plaintext, or another master's key)."""
+        self._refused(b"", "handshake", f"a connection that failed its handshake ({detail})", now, named=False)
 
     def grants_changed(self, now: float) -> None:
         """The allowlist changed: controllers whose key is no longer admitted for their id are
@@ -529,16 +539,16 @@ class MasterCore:
         log.warning("refused controller %s on %s: %s", cid, host, reason)
         self._send(identity, Refuse(reason))
 
-    def _refused(self, identity: bytes, reason: str, detail: str, now: float) -> None:
-        """Drop a frame or request for ``reason``: counted, and logged now and then."""
+    def _refused(self, identity: bytes, reason: str, detail: str, now: float, *, named: bool = True) -> bool:
+        """Drop a frame or request for ``reason``: counted, and logged now and then (``named``:
+        the line names the peer's routing id); returns whether it was logged (and so may be
+        answered)."""
         self.refusals[reason] += 1
-        if self._may_complain(identity, now):
-            log.warning(
-                "refused from %s: %s (%d refused for this reason so far)",
-                peer_name(identity),
-                detail,
-                self.refusals[reason],
-            )
+        if not self._may_complain(identity, now):
+            return False
+        who = f" from {peer_name(identity)}" if named else ""
+        log.warning("refused%s: %s (%d refused for this reason so far)", who, detail, self.refusals[reason])
+        return True
 
     def _may_complain(self, identity: bytes, now: float) -> bool:
         """Whether to log (and answer) a problem with ``identity`` now: once a minute per peer,

@@ -56,9 +56,20 @@ class MemorySink(ResultSink):
 class Peer:
     """A DEALER socket speaking the protocol by hand: a scripted controller or a stranger."""
 
-    def __init__(self, context: zmq.Context[zmq.Socket[bytes]], endpoint: str, identity: bytes | None = None) -> None:
+    def __init__(
+        self,
+        context: zmq.Context[zmq.Socket[bytes]],
+        endpoint: str,
+        identity: bytes | None = None,
+        curve: tuple[str, str, str] | None = None,
+    ) -> None:
+        """``curve``: the master's public key and this peer's public and secret keys (Z85)."""
         self.sock = context.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
+        if curve is not None:
+            self.sock.curve_serverkey, self.sock.curve_publickey, self.sock.curve_secretkey = (
+                key.encode() for key in curve
+            )
         if identity is not None:
             self.sock.setsockopt(zmq.ROUTING_ID, identity)
         self.sock.connect(endpoint)
@@ -137,8 +148,8 @@ def peer(context: zmq.Context[zmq.Socket[bytes]]) -> Iterator[Callable[..., Peer
     """Make scripted peers connected to an endpoint; closed afterwards."""
     peers: list[Peer] = []
 
-    def make(endpoint: str, identity: bytes | None = None) -> Peer:
-        peers.append(Peer(context, endpoint, identity))
+    def make(endpoint: str, identity: bytes | None = None, curve: tuple[str, str, str] | None = None) -> Peer:
+        peers.append(Peer(context, endpoint, identity, curve))
         return peers[-1]
 
     yield make
@@ -157,6 +168,7 @@ def start_master(tmp_path: Path) -> Iterator[Callable[..., RunningMaster]]:
         options = {
             "bind": "tcp://127.0.0.1:*",
             "journal": journal if journal is not None else str(tmp_path / f"journal-{len(running)}.sqlite"),
+            "insecure": True,  # scripted plaintext peers; tests/engine/test_security.py speaks CURVE
             **settings,
         }
         master = Master(MasterSettings(**options), generator, sinks, drain_timeout=5.0, delivery_timeout=5.0)

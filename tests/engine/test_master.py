@@ -128,18 +128,26 @@ def test_a_hello_without_a_known_task_type_is_refused(start_master, peer) -> Non
     assert c.expect(p.Refuse).reason == "this controller runs none of the task types the master knows"
 
 
-def test_an_unknown_controller_is_asked_to_hello_and_its_results_still_count(start_master, peer, sink, wait) -> None:
+def test_results_count_only_from_the_registered_lease_holder(start_master, peer, sink, wait) -> None:
+    """A stranger's results (no Hello) are neither counted nor acknowledged, but it is asked to
+    register; another registered controller's results for tasks it does not hold are refused."""
     running = start_master(BenchmarkGenerator(count=2), [sink])
     first = peer(running.endpoint)
     first.hello("c1", credit=2)
     tasks = first.expect(p.Dispatch).tasks
-    # Another connection (as after a master restart) reports the results without a Hello.
+    stranger = peer(running.endpoint)
+    stranger.send(p.Results([ok(t, "c1") for t in tasks], credit=2))
+    assert isinstance(stranger.expect(p.Rehello), p.Rehello)
     other = peer(running.endpoint)
-    other.send(p.Heartbeat(running=[t.id for t in tasks]))
-    assert isinstance(other.recv(), p.Rehello)
-    other.send(p.Results([ok(t, "c1") for t in tasks], credit=2))
-    assert sorted(other.expect(p.Ack).task_ids) == sorted(t.id for t in tasks)
+    other.hello("c2", credit=0)
+    other.send(p.Results([ok(t, "c2") for t in tasks], credit=0))
+    assert sorted(other.expect(p.Ack).task_ids) == sorted(t.id for t in tasks)  # forget them: refused
+    snap = status(first)
+    assert (snap["refused"], snap["succeeded"]) == (4, 0)
+    first.send(p.Results([ok(t, "c1") for t in tasks], credit=0))
+    first.expect(p.Ack)
     wait(lambda: len(sink.results) == 2, what="results in the sink")
+    assert {r.controller for r in sink.results} == {"c1"}
 
 
 def test_status_reports_controllers_queue_and_counters(start_master, peer) -> None:
@@ -291,7 +299,8 @@ def test_metrics_are_served_over_http(start_master, peer, sink, wait) -> None:
 
 @pytest.mark.parametrize("bind", ["tcp://256.1.1.1:5678", "nonsense"])
 def test_an_endpoint_that_cannot_be_bound_is_one_clear_error(bind, tmp_path) -> None:
-    master = Master(MasterSettings(bind=bind, journal=str(tmp_path / "j.sqlite")), BenchmarkGenerator(count=1), [])
+    settings = MasterSettings(bind=bind, journal=str(tmp_path / "j.sqlite"), insecure=True)
+    master = Master(settings, BenchmarkGenerator(count=1), [])
     with pytest.raises(ConfigError, match=f"master cannot bind {bind}"):
         master.open()
 
