@@ -22,6 +22,7 @@ import binascii
 import gc
 import logging
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -730,7 +731,7 @@ class Master:
                     "delivered": d.delivered,
                     "errors": d.errors,
                     "failing": d.failing,
-                    "last_error": d.last_error,
+                    "last_error": _scrub(d.last_error, d.sink),
                 }
                 for d in self.deliveries
             ],
@@ -753,6 +754,25 @@ class Master:
             "undelivered": self.undelivered,
             "generator_error": self.generator_error,
         }
+
+
+#: Option names whose values a status reply must never carry (passwords, tokens, keys).
+_SECRET_OPTION = re.compile(r"pass|secret|token|key|credential", re.IGNORECASE)
+
+
+def _scrub(text: str | None, sink: ResultSink) -> str | None:
+    """``text`` with the values of the sink's secret options blanked out: a status reply goes
+    to admins, but an error message must not carry a password into their terminals and logs."""
+    if not text:
+        return text
+    try:
+        options = unstructure(sink)
+    except Exception:  # a plugin's sink class: no options to scrub then
+        return text
+    for name, value in options.items() if isinstance(options, dict) else ():
+        if _SECRET_OPTION.search(name) and isinstance(value, str) and value:
+            text = text.replace(value, "***")
+    return text
 
 
 def _ms(seconds: float | None) -> float | None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import random
 import time
 import urllib.request
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
+import attrs
 import msgpack
 import pytest
 from engine_support import damage
@@ -16,7 +18,7 @@ from cyclone_core.config import MasterSettings
 from cyclone_core.engine import protocol as p
 from cyclone_core.engine.master import Master
 from cyclone_core.errors import ConfigError
-from cyclone_core.model import Result, Status
+from cyclone_core.model import Result, ResultSink, Status
 from cyclone_core.testing import free_port
 
 
@@ -321,3 +323,29 @@ def test_a_second_controller_id_on_one_connection_is_refused_and_the_master_keep
     c.expect(p.Ack)
     assert status(c)["succeeded"] == len(done)
     assert [ctl["id"] for ctl in status(c)["controllers"]] == ["a"]
+
+
+@attrs.define(kw_only=True)
+class PasswordSink(ResultSink):
+    """A sink that always fails, its error message carrying its password as a careless
+    database driver's might."""
+
+    name: ClassVar[str] = "password"
+    flush_interval: float = 0.05
+    password: str = "hunter2-secret"
+
+    def write(self, results: Sequence[Result]) -> None:
+        raise ConnectionError(f"login as cyclone with password {self.password} refused")
+
+
+def test_a_status_reply_never_carries_a_sinks_password(start_master, peer, wait) -> None:
+    sink = PasswordSink()
+    running = start_master(BenchmarkGenerator(count=3), [sink])
+    c = peer(running.endpoint)
+    c.hello("c1", credit=2)
+    tasks = c.expect(p.Dispatch).tasks
+    c.send(p.Results([ok(t) for t in tasks], credit=0))
+    c.expect(p.Ack)
+    client = peer(running.endpoint)
+    snap = wait(lambda: (s := status(client))["sinks"][0]["last_error"] and s, what="the sink's error")
+    assert snap["sinks"][0]["last_error"] == "ConnectionError: login as cyclone with password *** refused"
