@@ -66,7 +66,7 @@ class SinkDelivery:
         self._finish = threading.Event()
         self._abort = threading.Event()
         self._ready = threading.Event()
-        self._oldest: tuple[int, float | None] = (-1, None)
+        self._oldest: tuple[int, float] = (-1, 0.0)
         #: Seconds to wait after the sink's latest failure (0 while it works).
         self._delay = 0.0
         # Committed results handed over by the master: (number of the first, when, results).
@@ -87,7 +87,7 @@ class SinkDelivery:
 
     def offer(self, first: int, at: float, results: list[Result]) -> None:
         """``results``, numbered from ``first``, were just committed to the journal at ``at``
-        (epoch seconds): keep them for the sink, unless too many wait already."""
+        (seconds of the monotonic clock): keep them for the sink, unless too many wait already."""
         with self._fresh_lock:
             if self._fresh_count + len(results) <= MEMORY_RESULTS:
                 self._fresh.append((first, at, results))
@@ -222,11 +222,12 @@ class SinkDelivery:
             return outbox.mark, []
         batch_size = self.sink.batch_size
         if waiting < batch_size and not finishing:
-            if self._oldest[0] != outbox.mark:  # the master wakes us often: ask SQLite once per mark
+            if self._oldest[0] != outbox.mark:  # the master wakes us often: look once per mark
+                # When the master committed it (monotonic), or, read back from the journal after
+                # a restart, now: waits never compare wall-clock times, which may be set back.
                 at = self._fresh_at(outbox.mark + 1)
-                self._oldest = (outbox.mark, at if at is not None else outbox.oldest_at())
-            oldest = self._oldest[1]
-            left = oldest + self.sink.flush_interval - time.time() if oldest is not None else 0.0
+                self._oldest = (outbox.mark, at if at is not None else time.monotonic())
+            left = self._oldest[1] + self.sink.flush_interval - time.monotonic()
             if left > 0:
                 self._wait(left)
                 return outbox.mark, []

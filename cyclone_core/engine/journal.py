@@ -307,14 +307,6 @@ class Outbox:
             (start if start is not None else self.mark + 1, limit),
         ).fetchall()
 
-    def oldest_at(self) -> float | None:
-        """When the oldest undelivered result was journaled (epoch seconds), if any."""
-        rows = self._rows_from_mark("first, count, at", 2)
-        for first, count, at in rows:
-            if first + count - 1 > self.mark:
-                return float(at)
-        return None
-
     def fetch(self, limit: int) -> tuple[int, list[Result]]:
         """Up to ``limit`` undelivered results and the number of the last one."""
         results: list[Result] = []

@@ -209,6 +209,22 @@ class Master:
                 len(pending),
                 f", generator fast-forwarded past {skipped} tasks" if skipped else "",
             )
+        self._sock = sock = self._bind(pair)
+        self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        journal.register_sinks([s.name for s in self.sinks])
+        for sink in self.sinks:
+            delivery = SinkDelivery(sink, journal)
+            delivery.start()
+            self.deliveries.append(delivery)
+        if settings.metrics_port:
+            self.metrics = MetricsServer(settings.metrics_port)
+            self.metrics.publish(self.status(), core.scheduler.stats.duration)
+        log.info("master %s listening on %s (run %s)", self.master_id, self.endpoint, journal.run_id)
+
+    def _bind(self, pair: keys.Keypair | None) -> zmq.Socket[bytes]:
+        """The master's ROUTER socket, bound: a CURVE server with its ZAP handler unless
+        ``pair`` is ``None`` (plaintext)."""
+        settings = self.settings
         self._context = zmq.Context()
         sock = self._context.socket(zmq.ROUTER)
         # No handover: a connection with a routing id in use is turned away, so nobody can cut
@@ -218,6 +234,10 @@ class Master:
         sock.setsockopt(zmq.SNDHWM, _SEND_QUEUE)
         sock.setsockopt(zmq.RCVHWM, _SEND_QUEUE)
         sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_FRAME_BYTES)
+        # ZMTP heartbeats drop a connection that went silent (a partition), so the controller's
+        # next connection under the same routing id is not turned away for the dead one.
+        sock.setsockopt(zmq.HEARTBEAT_IVL, int(settings.heartbeat_interval * 1000))
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(settings.controller_timeout * 1000))
         if pair is not None:
             # The ZAP handler must be bound before the first connection, or libzmq admits all.
             self._zap = self._context.socket(zmq.REP)
@@ -233,17 +253,7 @@ class Master:
         except zmq.ZMQError as exc:
             sock.close(0)
             raise ConfigError(f"master cannot bind {settings.bind}: {exc.strerror}") from None
-        self._sock = sock
-        self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
-        journal.register_sinks([s.name for s in self.sinks])
-        for sink in self.sinks:
-            delivery = SinkDelivery(sink, journal)
-            delivery.start()
-            self.deliveries.append(delivery)
-        if settings.metrics_port:
-            self.metrics = MetricsServer(settings.metrics_port)
-            self.metrics.publish(self.status(), core.scheduler.stats.duration)
-        log.info("master %s listening on %s (run %s)", self.master_id, self.endpoint, journal.run_id)
+        return sock
 
     def _load_keys(self) -> keys.Keypair | None:
         """The master's keypair and allowlist (``None`` on a plaintext master)."""
@@ -579,7 +589,7 @@ class Master:
         added = journal.commit()
         if added:
             # The delivery threads take them from memory: no reading back from the journal.
-            first, at = journal.last_result - added + 1, time.time()
+            first, at = journal.last_result - added + 1, time.monotonic()
             for delivery in self.deliveries:
                 delivery.offer(first, at, results)
         if journal.needs_compaction:

@@ -104,3 +104,25 @@ def test_a_journal_that_cannot_be_read_stops_delivery_and_is_not_blamed_on_the_s
     (record,) = [r for r in caplog.records if r.name == "cyclone.delivery"]
     assert record.getMessage() == f"sink 'memory': {delivery.last_error}"
     assert record.exc_info is not None
+
+
+def test_results_journaled_under_a_clock_that_was_later_set_back_are_delivered_at_once(
+    tmp_path: Path, wait: Callable[..., Any], sink: Any
+) -> None:
+    """A master restarted with its wall clock an hour behind the time its journal recorded
+    used to hold those results back until the hour had passed."""
+    path = tmp_path / "journal.sqlite"
+    first = Settler(path)
+    first.settle(3, [])  # committed, never delivered
+    first.journal.close()
+    with closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute("UPDATE results SET at = at + 3600")  # journaled an hour 'ahead' of now
+    settler = Settler(path)
+    settler.journal.register_sinks(["memory"])
+    sink.batch_size, sink.flush_interval = 100, 0.2  # a batch that waits out its flush interval
+    delivery = SinkDelivery(sink, settler.journal)
+    delivery.start()
+    try:
+        wait(lambda: len(sink.results) == 3, timeout=10, what="the journaled results in the sink")
+    finally:
+        delivery.stop(5.0)
