@@ -194,6 +194,7 @@ class Master:
             delivery_timeout=self.delivery_timeout,
             grants=self._allowlist.lookup if self._allowlist is not None else None,
             master_key=pair.public if pair is not None else None,
+            resumed=resuming,
         )
         self._tasks = iter(self.generator.tasks())
         self._total = self._generator_total()

@@ -171,6 +171,9 @@ class MasterCore:
     :param grants: the allowlist's lookup (public key -> grant, ``None`` if not admitted); ``None``
         for a plaintext master, where every peer is its own key and an admin.
     :param master_key: the master's own public key: a client using it is an admin.
+    :param resumed: the run resumes from a journal: its controllers may be reconnecting, so a
+        run that is already complete waits up to ``controller_timeout`` for them to come back
+        and be told to stop (rather than leave them reconnecting to nobody).
 
     With keys, every frame comes with the key ZeroMQ authenticated for its connection: a
     controller id is bound to the key that registered it, and a frame for it under another key
@@ -190,6 +193,7 @@ class MasterCore:
         delivery_timeout: float = 30.0,
         grants: Callable[[str], GrantLike | None] | None = None,
         master_key: str | None = None,
+        resumed: bool = False,
     ) -> None:
         self.settings = settings
         self.grants = grants
@@ -221,6 +225,9 @@ class MasterCore:
         self._rehellos: dict[bytes, float] = {}
         self._feed_after = 0.0
         self._deadline = 0.0
+        self._resumed = resumed
+        self._linger_until: float | None = None  # set at the first tick of a resumed run
+        self._joined = False
         self._next_ping = 0.0
         self._effects = Effects()
 
@@ -306,6 +313,8 @@ class MasterCore:
 
     def tick(self, now: float) -> None:
         """Time passed: leases and silent controllers, pings, the phases of stopping."""
+        if self._linger_until is None:
+            self._linger_until = now + self.settings.controller_timeout if self._resumed else now
         self.scheduler.tick(now)
         if now >= self._next_ping:
             self._next_ping = now + self.settings.heartbeat_interval
@@ -314,7 +323,8 @@ class MasterCore:
             if self.exhausted and not self.scheduler.tasks:
                 self._begin_drain("all tasks are done", now)
         elif self.phase is Phase.DRAINING:
-            if not self.scheduler.controllers or now > self._deadline:
+            gone = not self.scheduler.controllers and (self._joined or now >= self._linger_until)
+            if gone or now > self._deadline:
                 self.phase = Phase.DELIVERING
                 self._deadline = now + self.delivery_timeout
                 self._effects.begin_delivery = True
@@ -389,6 +399,7 @@ class MasterCore:
             self._peers.pop(old, None)  # the old connection no longer speaks for it
         self._peers[identity] = cid
         self._identities[cid] = identity
+        self._joined = True
         settings = self.settings
         self._send(
             identity,

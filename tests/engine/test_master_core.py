@@ -291,3 +291,31 @@ def test_invariant_check_catches_a_controller_without_a_connection(cid: str) -> 
     core._identities.clear()  # what the old handling of a second Hello did
     with pytest.raises(AssertionError, match="every registered controller has one connection"):
         core.check()
+
+
+def test_a_resumed_run_that_is_already_complete_waits_for_its_controllers_to_tell_them_to_stop() -> None:
+    """A master killed just after its last result and restarted on its journal used to exit
+    before its controllers came back, and they reconnected to nobody for ever."""
+    core = MasterCore(
+        MasterSettings(controller_timeout=5.0), master_id="m1", run_id="r", known_types={"noop"}, resumed=True
+    )
+    core.generator_ended()
+    core.tick(0.0)
+    assert core.phase is Phase.DRAINING
+    core.tick(3.0)
+    assert core.phase is Phase.DRAINING  # still waiting for controllers to come back
+    core.frame(b"x", [hello("c1")], 3.5)
+    assert [m.reason for m in sent(core.take(3.5), b"x", p.Shutdown)] == ["all tasks are done"]
+    core.frame(b"x", [p.encode(p.Goodbye())], 3.6)
+    core.tick(3.6)
+    assert core.phase is Phase.DELIVERING  # the one that came back left: no need to wait on
+
+
+def test_a_resumed_complete_run_without_controllers_ends_after_the_controller_timeout() -> None:
+    core = MasterCore(MasterSettings(controller_timeout=5.0), master_id="m1", run_id="r", resumed=True)
+    core.generator_ended()
+    core.tick(0.0)
+    core.tick(4.9)
+    assert core.phase is Phase.DRAINING
+    core.tick(5.0)
+    assert core.phase is Phase.DELIVERING
