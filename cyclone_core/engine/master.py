@@ -260,6 +260,8 @@ class Master:
         """The master's keypair and allowlist (``None`` on a plaintext master)."""
         settings = self.settings
         if settings.insecure:
+            if _private_ipc(settings.bind):
+                return None  # cyclone run's own endpoint: nobody else can reach it
             log.warning(
                 "master.insecure is set: no encryption and no keys; anyone who can reach %s can register a "
                 "controller, receive tasks and send results",
@@ -765,6 +767,17 @@ class Master:
             "undelivered": self.undelivered,
             "generator_error": self.generator_error,
         }
+
+
+def _private_ipc(endpoint: str) -> bool:
+    """Whether ``endpoint`` is an ``ipc://`` socket in a directory only this user can enter."""
+    if not endpoint.startswith("ipc://"):
+        return False
+    try:
+        st = os.stat(os.path.dirname(endpoint.removeprefix("ipc://")) or ".")
+    except OSError:
+        return False
+    return st.st_uid == os.geteuid() and not st.st_mode & 0o077
 
 
 #: Option names whose values a status reply must never carry (passwords, tokens, keys).
