@@ -8,6 +8,9 @@ default sqlite sink) and prints:
 - the round trip of a single task (dispatch to result at the master), one task at a time;
 - the master's peak memory (RSS) with 10 thousand and with 1 million tasks from the benchmark
   generator (the window keeps it flat), and the rate sustained over the 1 million;
+- no-op tasks per second between a ``cyclone master`` and a ``cyclone controller`` process over
+  TCP on loopback, with CurveZMQ (the default) and in plaintext (``insecure``): what the
+  encryption costs (target: at most 20%);
 - for scale, ``multiprocessing.Pool(2)`` on this machine: chunksize 1, and one task at a time
   (54,000 tasks/s and 0.17 ms on the machine the targets were set on).
 
@@ -75,6 +78,55 @@ def cyclone_run(workdir: Path, count: int, *, window: int | None = None) -> tupl
     return summary, peak
 
 
+def free_port() -> int:
+    import socket  # noqa: PLC0415
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def make_keys(workdir: Path) -> tuple[Path, Path]:
+    """A master key directory and a controller key directory whose key it admits."""
+    master, controller = workdir / "master-keys", workdir / "controller-keys"
+    subprocess.run(["cyclone", "keys", "init", "--dir", str(master)], check=True, capture_output=True)
+    public = subprocess.run(
+        ["cyclone", "keys", "new", "--dir", str(controller)], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    subprocess.run(["cyclone", "keys", "allow", public, "--dir", str(master)], check=True, capture_output=True)
+    pin = ["cyclone", "keys", "pin", str(master / "master.public"), "--dir", str(controller)]
+    subprocess.run(pin, check=True, capture_output=True)
+    return master, controller
+
+
+def distributed_run(workdir: Path, count: int, keys: tuple[Path, Path] | None) -> float:
+    """Seconds from starting ``cyclone master`` and ``cyclone controller`` (2 workers, TCP on
+    loopback) to the master's exit after ``count`` no-op tasks; ``keys``: CurveZMQ, else plaintext."""
+    name = f"{'curve' if keys else 'plain'}-{count}"
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    security = [f'keys = "{keys[0]}"', f'keys = "{keys[1]}"'] if keys else ["insecure = true"] * 2
+    config = workdir / f"{name}.toml"
+    config.write_text(
+        f'[master]\nbind = "{endpoint}"\njournal = "{workdir}/{name}.journal"\n{security[0]}\n'
+        f'[controller]\nmaster = "{endpoint}"\nworkers = 2\n{security[1]}\n'
+        f'[generator]\nname = "benchmark"\noptions = {{ count = {count} }}\n'
+        f'[sinks.sqlite]\npath = "{workdir}/{name}.sqlite"\n'
+    )
+    start = time.perf_counter()
+    master = subprocess.Popen(["cyclone", "master", "--config", str(config)], stderr=subprocess.DEVNULL)
+    controller = subprocess.Popen(["cyclone", "controller", "--config", str(config)], stderr=subprocess.DEVNULL)
+    code = master.wait()
+    elapsed = time.perf_counter() - start
+    controller.wait(60)
+    if code != 0:
+        raise SystemExit(f"cyclone master ({name}) failed with exit code {code}")
+    with closing(sqlite3.connect(workdir / f"{name}.sqlite")) as db:
+        rows, distinct = db.execute("SELECT COUNT(*), COUNT(DISTINCT task_id) FROM results").fetchone()
+    if not rows == distinct == count:
+        raise SystemExit(f"{name}: {rows:,} rows ({distinct:,} distinct) in the sink for {count:,} tasks")
+    return elapsed
+
+
 def _noop(value: int) -> int:
     return value
 
@@ -117,6 +169,18 @@ def main() -> None:
             f"{second['tasks_per_second']:,.0f}/s; target >= 25,000)"
         )
         print(f"  round trip under load: p50 {second['latency_ms_p50']} ms, p99 {second['latency_ms_p99']} ms")
+
+        keys = make_keys(workdir)
+        rates = {}
+        for label, keyset in (("CurveZMQ", keys), ("plaintext", None)):
+            short_s = distributed_run(workdir, short, keyset)
+            long_s = distributed_run(workdir, long_, keyset)
+            rates[label] = (long_ - short) / (long_s - short_s)
+        print(
+            f"master and controller processes over TCP: {rates['CurveZMQ']:,.0f} no-op tasks/s with CurveZMQ, "
+            f"{rates['plaintext']:,.0f} in plaintext: CurveZMQ costs {1 - rates['CurveZMQ'] / rates['plaintext']:.0%} "
+            f"(target <= 20%)"
+        )
 
         single, _ = cyclone_run(workdir, 2_000, window=1)
         print(

@@ -409,6 +409,16 @@ MAX_LABELS = 64
 _MAX_SHORT = 1024  # keys, units, label names and values
 _fullmatch_task_id = TASK_ID_PATTERN.fullmatch
 _fullmatch_name = NAME_PATTERN.fullmatch
+_NUMBER = (int, float)
+_MAX_EPOCH = MAX_SECONDS * 10
+#: Task type names that passed their check (a run has a handful): checked once, not per task.
+_names_seen: set[str] = set()
+
+
+def _remember_name(name: str) -> None:
+    if len(_names_seen) >= 4096:
+        _names_seen.clear()  # a peer inventing names: the memory stays bounded
+    _names_seen.add(name)
 
 
 @attrs.frozen
@@ -455,7 +465,8 @@ def envelope_from_row(row: Any) -> TaskEnvelope:
         raise ValueError("a task must be a list of 6 fields")
     task_id, type_, args, attempt, timeout, key = row
     _task_id(task_id, "id")
-    _type_name(type_, "type")
+    if type_ not in _names_seen:
+        _remember_name(_type_name(type_, "type"))
     if type(args) is not dict:
         raise _bad("args", args, "a map")
     try:
@@ -544,7 +555,7 @@ def result_to_row(result: Result) -> list[Any]:
     ]
 
 
-def result_from_row(row: Any) -> Result:
+def result_from_row(row: Any) -> Result:  # noqa: PLR0912 (one check per field, written out for speed)
     """The result in a compact row; ``ValueError`` naming the field if it is malformed.
 
     Every field is checked against what a sink can store: whole numbers within their range,
@@ -553,16 +564,20 @@ def result_from_row(row: Any) -> Result:
     if type(row) is not list or len(row) != 12:
         raise ValueError("a result must be a list of 12 fields")
     task_id, task_type, status, key, attempt, started_at, duration, error, metrics, payload, controller, history = row
-    _task_id(task_id)
-    _type_name(task_type, "task_type")
+    # The checks are written out (not calls to helpers): this runs for every result received.
+    if type(task_id) is not str or len(task_id) > 128 or not _fullmatch_task_id(task_id):
+        raise _bad("task_id", task_id, "a task id")
+    if task_type not in _names_seen:
+        _remember_name(_type_name(task_type, "task_type"))
     if status not in _STATUS:
         raise _bad("status", status, "one of " + ", ".join(_STATUS))
-    _short(key, "key")
+    if key is not None and (type(key) is not str or len(key) > _MAX_SHORT):
+        raise _bad("key", key, f"a string of at most {_MAX_SHORT} characters")
     if type(attempt) is not int or not 0 <= attempt <= MAX_ATTEMPT:
         raise _bad("attempt", attempt, f"a whole number from 0 to {MAX_ATTEMPT}")
-    if not _finite(started_at, -MAX_SECONDS * 10, MAX_SECONDS * 10):
+    if type(started_at) not in _NUMBER or not -_MAX_EPOCH <= started_at <= _MAX_EPOCH:
         raise _bad("started_at", started_at, "a time in seconds since the epoch")
-    if not _finite(duration, 0.0, MAX_SECONDS):
+    if type(duration) not in _NUMBER or not 0.0 <= duration <= MAX_SECONDS:
         raise _bad("duration", duration, f"a number of seconds from 0 to {MAX_SECONDS:g}")
     if error is not None and (type(error) is not str or len(error) > MAX_ERROR):
         raise _bad("error", error, f"a string of at most {MAX_ERROR} characters")
@@ -575,7 +590,8 @@ def result_from_row(row: Any) -> Result:
             check_plain(payload)
         except ValueError as exc:
             raise ValueError(f"payload: {exc}") from None
-    _short(controller, "controller")
+    if controller is not None and (type(controller) is not str or len(controller) > _MAX_SHORT):
+        raise _bad("controller", controller, f"a string of at most {_MAX_SHORT} characters")
     if type(history) is not list or len(history) > MAX_ITEMS:
         raise _bad("history", history, "a list")
     # The fields are checked: fill the frozen Result's slots directly rather than through its
