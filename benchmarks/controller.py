@@ -29,7 +29,7 @@ import logging, sys
 from cyclone_core.config import ControllerSettings
 from cyclone_core.engine.controller import run_controller
 logging.basicConfig(level=logging.WARNING)
-sys.exit(run_controller(ControllerSettings(master=sys.argv[1], workers=int(sys.argv[2]), id="bench")))
+sys.exit(run_controller(ControllerSettings(master=sys.argv[1], workers=int(sys.argv[2]), id="bench", insecure=True)))
 """
 
 

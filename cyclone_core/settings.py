@@ -28,6 +28,9 @@ class MasterSettings:
     pid_file: str = ""
     #: Port of the Prometheus metrics endpoint; 0 turns it off.
     metrics_port: int = 0
+    #: Address the metrics endpoint listens on: loopback unless set (``"0.0.0.0"``: every
+    #: interface, for a Prometheus on another host).
+    metrics_bind: str = "127.0.0.1"
     #: Seconds of silence after which a controller is declared lost and its tasks re-queued.
     controller_timeout: float = attrs.field(default=20.0, validator=attrs.validators.gt(0))
     #: Seconds between heartbeats in each direction.
@@ -66,6 +69,15 @@ class ControllerSettings:
 
     #: ZeroMQ endpoint of the master.
     master: str = "tcp://127.0.0.1:5678"
+    #: Key directory (``controller.secret``, the pinned ``master.public``); empty: ``$CYCLONE_KEYS``
+    #: or ``~/.config/cyclone/keys``.
+    keys: str = ""
+    #: A join token (``cyclone keys token`` on the master): enroll this controller's key with it,
+    #: once; the key directory remembers that it did.
+    token: str = ""
+    #: Plaintext, no keys: only for a master that is itself ``insecure``, on a network nobody
+    #: else can reach; the controller says so in its log.
+    insecure: bool = False
     #: Worker processes; 0 means one per CPU.
     workers: int = attrs.field(default=0, validator=attrs.validators.ge(0))
     #: Unique id; empty means ``<host>-<pid>``.

@@ -25,6 +25,7 @@ from cyclone_core.config import (
     build_sinks,
     load_config,
 )
+from cyclone_core.engine.curve import key_dir, status_keys
 from cyclone_core.engine.local import run_local
 from cyclone_core.engine.master import Master
 from cyclone_core.engine.pidfile import PidFile
@@ -59,6 +60,13 @@ JournalOption = Annotated[
 ]
 MetricsOption = Annotated[int | None, typer.Option("--metrics-port", help="Serve Prometheus metrics on this port.")]
 PidFileOption = Annotated[str | None, typer.Option("--pid-file", help="One instance per pid file.")]
+KeysOption = Annotated[
+    str | None,
+    typer.Option("--keys", help="Key directory (default: $CYCLONE_KEYS, else ~/.config/cyclone/keys)."),
+]
+InsecureOption = Annotated[
+    bool, typer.Option("--insecure", help="Plaintext without keys: only on a network nobody else can reach.")
+]
 
 
 def _load(
@@ -247,15 +255,26 @@ def master(  # noqa: PLR0917
     journal: JournalOption = None,
     pid_file: PidFileOption = None,
     metrics_port: MetricsOption = None,
+    keys: KeysOption = None,
+    insecure: InsecureOption = False,
 ) -> None:
     """Run the master daemon: hand tasks to controllers, deliver results to the sinks.
 
+    Controllers and status requests are admitted by their CurveZMQ keys (``cyclone keys``).
     SIGTERM or SIGINT stops it gracefully: controllers are told to finish, the journal is
     flushed and the sinks get time to catch up.
     """
     config = _load(config_path, generator, generator_options, sinks, sink_options)
     settings = config.master
-    for name, value in (("bind", bind), ("journal", journal), ("pid_file", pid_file), ("metrics_port", metrics_port)):
+    options = {
+        "bind": bind,
+        "journal": journal,
+        "pid_file": pid_file,
+        "metrics_port": metrics_port,
+        "keys": keys,
+        "insecure": insecure or None,  # the flag only turns it on
+    }
+    for name, value in options.items():
         if value is not None:
             setattr(settings, name, value)
     _configure_logging(config.log)
@@ -267,7 +286,7 @@ def master(  # noqa: PLR0917
 
 
 @app.command()
-def controller(
+def controller(  # noqa: PLR0917
     config_path: ConfigOption = None,
     master_endpoint: Annotated[
         str | None, typer.Option("--master", help="The master's endpoint, tcp://HOST:PORT.")
@@ -277,21 +296,35 @@ def controller(
     ] = None,
     controller_id: Annotated[str | None, typer.Option("--id", help="Unique controller id (default: HOST-PID).")] = None,
     pid_file: PidFileOption = None,
+    token: Annotated[
+        str | None, typer.Option("--token", help="Join token from 'cyclone keys token': enroll this controller once.")
+    ] = None,
+    keys: KeysOption = None,
+    insecure: InsecureOption = False,
 ) -> None:
     """Run a controller daemon: take tasks from the master and run them in worker processes.
 
-    It may start before its master and keeps reconnecting.  SIGTERM or SIGINT drains it:
-    running tasks finish (or are handed back), results are delivered, then it says goodbye.
+    It connects with its keypair to the master whose key it pinned (``cyclone keys``), or
+    enrolls with a join token first.  It may start before its master and keeps reconnecting.
+    SIGTERM or SIGINT drains it: running tasks finish (or are handed back), results are
+    delivered, then it says goodbye.
     """
     from cyclone_core.engine.controller import run_controller  # noqa: PLC0415  (only this command needs it)
 
     config = _load(config_path)
     settings = config.controller
-    for name, value in (("master", master_endpoint), ("workers", workers), ("id", controller_id)):
+    options = {
+        "master": master_endpoint,
+        "workers": workers,
+        "id": controller_id,
+        "pid_file": pid_file,
+        "token": token,
+        "keys": keys,
+        "insecure": insecure or None,  # the flag only turns it on
+    }
+    for name, value in options.items():
         if value is not None:
             setattr(settings, name, value)
-    if pid_file is not None:
-        settings.pid_file = pid_file
     _configure_logging(config.log)
     raise typer.Exit(run_controller(settings))
 
@@ -306,9 +339,15 @@ def status(
     ] = "tcp://127.0.0.1:5678",
     as_json: Annotated[bool, typer.Option("--json", help="Print the master's snapshot as JSON.")] = False,
     timeout: Annotated[float, typer.Option("--timeout", min=0.1, help="Seconds to wait for the master.")] = 5.0,
+    keys: KeysOption = None,
+    insecure: InsecureOption = False,
 ) -> None:
-    """Show a running master's controllers, queue, throughput and failures."""
-    snapshot = fetch_status(master_endpoint, timeout)
+    """Show a running master's controllers, queue, throughput and failures.
+
+    It asks with a key the master admits as an admin: in the key directory, the master's own
+    (on the master's host) or a controller keypair allowed with --admin.
+    """
+    snapshot = fetch_status(master_endpoint, timeout, None if insecure else status_keys(key_dir(keys or "")))
     if as_json:
         typer.echo(json.dumps(snapshot, indent=2))
     else:

@@ -13,6 +13,11 @@ into it and carries out its effects:
   the credit it frees, split in halves should the frame exceed :data:`MAX_FRAME_BYTES`;
 - SIGTERM, SIGINT, SIGHUP and the ``stop`` event make it drain; a second signal stops it at once;
 - a master silent for ``master_timeout`` means a new socket, after a growing delay.
+
+The socket is a CURVE client (:mod:`~cyclone_core.engine.curve`): the master's key pinned in
+the key directory, the controller's own keypair, and a join token's enrollment first when one
+is given.  A handshake that fails is seen on the socket's monitor and told to the session.
+``controller.insecure`` connects in plaintext instead, and says so.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from types import FrameType
 from typing import Any
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from cyclone_core import __version__
 from cyclone_core.config import ControllerSettings, controller_task_types
@@ -45,10 +51,12 @@ from cyclone_core.engine.controller_session import (
     DrainPool,
     Effect,
     Exit,
+    RecordEnrollment,
     Send,
     SendResults,
     Submit,
 )
+from cyclone_core.engine.curve import ControllerKeys, controller_keys, private_ipc
 from cyclone_core.engine.pidfile import PidFile
 from cyclone_core.engine.protocol import MAX_FRAME_BYTES, Hello, ProtocolError, decode, encode, encode_results
 from cyclone_core.engine.workers import WorkerPool
@@ -64,13 +72,20 @@ _MESSAGES_PER_TURN = 256
 _STOP_POLL = 0.1
 #: Milliseconds the last messages (Goodbye) may take to leave when the controller exits.
 _LINGER_MS = 2000
+#: Handshake failures the socket's monitor reports, and whether each means the key was refused.
+_HANDSHAKE_EVENTS: dict[int, bool] = {
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH: True,
+    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: False,
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: False,
+}
 
 
 def run_controller(settings: ControllerSettings, *, stop: threading.Event | None = None) -> int:
     """Run a controller until it is told to stop; returns the process exit code.
 
     0: drained and said goodbye; 1: gave up on the master, lost results, or could not run
-    workers; 2: refused by the master, or bad settings.  Problems are logged as one line each.
+    workers; 2: refused by the master (its key, its enrollment), or bad settings or keys.
+    Problems are logged as one line each.
     SIGTERM, SIGINT and SIGHUP are handled when called from the main thread; ``stop`` (set
     from another thread) drains it the same way.
     """
@@ -109,9 +124,24 @@ class Controller:
             task_types=self.task_types,
             version=__version__,
         )
-        self.session = ControllerSession(settings, hello, self.pool.state)
+        #: The socket's keys, and the enrollment due (``None``: plaintext).
+        self.keys: ControllerKeys | None = None
+        if settings.insecure:
+            if settings.token:
+                raise ConfigError("controller.token needs keys: it cannot be used with controller.insecure = true")
+        else:
+            self.keys = controller_keys(settings)
+        self.session = ControllerSession(
+            settings,
+            hello,
+            self.pool.state,
+            enroll=self.keys.enroll if self.keys else None,
+            key_dir=self.keys.client.directory if self.keys else None,
+        )
         self._context: zmq.Context[zmq.Socket[bytes]] | None = None
         self._socket: zmq.Socket[bytes] | None = None
+        self._monitor: zmq.Socket[bytes] | None = None
+        self._sockets_opened = 0
         self._signals: _Signals | None = None
         self._signals_seen = 0
         self._exit: int | None = None
@@ -124,6 +154,7 @@ class Controller:
             DrainPool: self._do_drain,
             AbortPool: self._do_abort,
             Exit: self._do_exit,
+            RecordEnrollment: self._do_record_enrollment,
         }
 
     # -- the loop ----------------------------------------------------------------------------
@@ -135,6 +166,12 @@ class Controller:
         self._context = zmq.Context()
         try:
             self._open_socket()  # a bad endpoint fails before any worker starts
+            if self.keys is None and not private_ipc(self.settings.master):
+                log.warning(
+                    "controller.insecure: connecting to %s in plaintext, without keys; anyone on the network "
+                    "can read this controller's tasks and results and pose as its master",
+                    self.settings.master,
+                )
             self.pool.start()
             self._apply(self.session.start(time.monotonic()), time.monotonic())
             log.info(
@@ -159,12 +196,16 @@ class Controller:
         items: list[tuple[Any, int]] = [*pool.poll_items()]
         if self._socket is not None:
             items.append((self._socket, zmq.POLLIN))
+        if self._monitor is not None:
+            items.append((self._monitor, zmq.POLLIN))
         if self._signals is not None:
             items.append((self._signals.fd, zmq.POLLIN))
         ready = zmq.zmq_poll(items, self._wait_ms(time.monotonic()))
         for item, _ in ready:
             if item is self._socket:
                 self._receive()
+            elif item is self._monitor:
+                self._handshakes()
             elif self._signals is not None and item == self._signals.fd:
                 self._signals.clear()
         if self._exit is not None:
@@ -211,6 +252,20 @@ class Controller:
             self._apply(session.receive(message, now), now)
             if self._socket is not sock or self._exit is not None:
                 return
+
+    def _handshakes(self) -> None:
+        """Tell the session of the handshakes that failed, as the socket's monitor reports them."""
+        monitor = self._monitor
+        while monitor is not None and self._exit is None:
+            try:
+                event = recv_monitor_message(monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            refused = _HANDSHAKE_EVENTS.get(int(event["event"]))
+            if refused is not None:
+                now = time.monotonic()
+                self._apply(self.session.handshake_failed(refused, now), now)
+            monitor = self._monitor  # an effect may have closed it
 
     def _check_stop(self, now: float) -> None:
         signals = self._signals.count if self._signals is not None else 0
@@ -264,6 +319,15 @@ class Controller:
     def _do_exit(self, effect: Exit, now: float) -> None:
         self._exit = effect.code
 
+    def _do_record_enrollment(self, effect: RecordEnrollment, now: float) -> None:
+        assert self.keys is not None
+        try:
+            path = self.keys.record_enrollment(effect.name, effect.ids)
+        except OSError as exc:  # enrolled all the same; only a restart with the token would try again
+            log.warning("could not record the enrollment in %s: %s", self.keys.client.directory, exc.strerror)
+        else:
+            log.info("recorded the enrollment in %s: the token is not needed any more", path)
+
     # -- the socket --------------------------------------------------------------------------
 
     def _send_frame(self, frame: bytes, tag: str) -> None:
@@ -281,16 +345,29 @@ class Controller:
         sock.setsockopt(zmq.ROUTING_ID, self.id.encode())
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
+        if self.keys is not None:
+            self.keys.client.apply(sock)
+            self._sockets_opened += 1
+            events = 0
+            for event in _HANDSHAKE_EVENTS:
+                events |= event
+            address = f"inproc://cyclone-controller-monitor-{self._sockets_opened}"
+            self._monitor = sock.get_monitor_socket(events, address)
         try:
             sock.connect(self.settings.master)
         except zmq.ZMQError as exc:
-            sock.close()
+            self._socket = sock
+            self._close_socket()
             problem = zmq.strerror(exc.errno) if exc.errno else str(exc)
             raise ConfigError(f"controller.master: cannot connect to {self.settings.master!r}: {problem}") from None
         self._socket = sock
 
     def _close_socket(self, linger_ms: int = 0) -> None:
         if self._socket is not None:
+            if self._monitor is not None:
+                self._socket.disable_monitor()
+                self._monitor.close(linger=0)
+                self._monitor = None
             self._socket.close(linger=linger_ms)
             self._socket = None
 

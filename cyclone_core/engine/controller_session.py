@@ -30,6 +30,10 @@ What it keeps:
 - **Distrust.**  Only messages a master sends are taken, each by its handler in
   :data:`_HANDLERS`; anything else is counted and logged now and then.  The numbers of a
   Welcome are kept within :data:`WELCOME_LIMITS`.
+- **Keys.**  With a join token it enrolls its key first (Enroll, then Enrolled: recorded,
+  then a new connection and Hello); a refused enrollment is exit code 2.  A CURVE handshake
+  that fails is said once per connection: the master refused the key (while enrolling: exit
+  code 2), or it is not the master whose key is pinned.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence, Sized
+from pathlib import Path
 from typing import Any, Protocol
 
 import attrs
@@ -62,6 +67,7 @@ from cyclone_core.engine.protocol import (
     Welcome,
     handler_table,
 )
+from cyclone_core.keys import CONTROLLER_NAME, PINNED_MASTER_FILE
 
 __all__ = (
     "HEARTBEATS_PER_TIMEOUT",
@@ -78,6 +84,7 @@ __all__ = (
     "Effect",
     "Exit",
     "HeldTasks",
+    "RecordEnrollment",
     "Send",
     "SendResults",
     "Submit",
@@ -162,7 +169,16 @@ class Exit:
     code: int
 
 
-Effect = Send | SendResults | Connect | Disconnect | Submit | DrainPool | AbortPool | Exit
+@attrs.define
+class RecordEnrollment:
+    """The master enrolled this controller's key as grant ``name`` for controller ids ``ids``:
+    record it in the key directory, so that a restart does not enroll again."""
+
+    name: str
+    ids: str
+
+
+Effect = Send | SendResults | Connect | Disconnect | Submit | DrainPool | AbortPool | Exit | RecordEnrollment
 _NOTHING: tuple[Effect, ...] = ()
 
 _CONNECT, _DISCONNECT, _DRAIN_POOL, _ABORT_POOL = Connect(), Disconnect(), DrainPool(), AbortPool()
@@ -199,14 +215,25 @@ class ControllerSession:
     :param pool: the pool's books, read for the credit and the heartbeats.
     :param enroll: a join token's one-time secret: the session enrolls its key with it (Enroll,
         then Enrolled) before it registers.
+    :param key_dir: the key directory of a CURVE client (named in messages about keys);
+        ``None`` in plaintext.
     """
 
     def __init__(
-        self, settings: ControllerSettings, hello: Hello, pool: HeldTasks, *, enroll: str | None = None
+        self,
+        settings: ControllerSettings,
+        hello: Hello,
+        pool: HeldTasks,
+        *,
+        enroll: str | None = None,
+        key_dir: Path | None = None,
     ) -> None:
         self.settings = settings
         # A join token's secret while this controller's key is still to be enrolled.
         self._enroll = enroll
+        self._key_dir = key_dir
+        # Whether a failed handshake was reported for the current socket already.
+        self._handshake_said = False
         self._hello = hello
         self._pool = pool
         self._workers = hello.workers
@@ -304,6 +331,42 @@ class ControllerSession:
     def bad_frame(self, problem: str, now: float) -> None:
         """A frame from the master's address that is not a message: counted, logged now and then."""
         self._complain(problem, now)
+
+    def handshake_failed(self, refused: bool, now: float) -> Sequence[Effect]:
+        """The CURVE handshake on the current socket failed: ``refused`` when the master
+        refused this controller's key, else the master is not the one whose key is pinned (or
+        runs without keys).  Said once per socket; the reconnect rules go on, but a refused
+        enrollment ends the controller (exit code 2)."""
+        if self.exit_code is not None:
+            return _NOTHING
+        master = self.settings.master
+        if refused and self._enroll is not None:
+            log.error(
+                "the master at %s refused to enroll this controller: its join token expired, was used already, "
+                "or is not the master's; ask for a new one",
+                master,
+            )
+            self._exit(2)
+        elif not self._handshake_said:
+            self._handshake_said = True
+            if refused:
+                log.error(
+                    "the master at %s does not admit this controller's key (%s): allow it there with "
+                    "`cyclone keys allow`, or enroll with --token",
+                    master,
+                    self._key_file(f"{CONTROLLER_NAME}.public"),
+                )
+            else:
+                log.error(
+                    "the handshake with %s failed: it is not the master whose key is pinned in %s "
+                    "(or it runs without keys)",
+                    master,
+                    self._key_file(PINNED_MASTER_FILE),
+                )
+        return self._take()
+
+    def _key_file(self, name: str) -> Path:
+        return (self._key_dir or Path()) / name
 
     def produced(self, results: list[list[Any]], handed_back: list[str], now: float) -> None:
         """The pool's new result rows and the ids of tasks it gave up unstarted; sent at the
@@ -416,12 +479,16 @@ class ControllerSession:
         log.info("enrolled with the master as %s (controller ids %s); connecting again", message.name, message.ids)
         self._enroll = None
         # The connection was admitted only to enroll: a new one is admitted for the key.
-        self._out += [_DISCONNECT, _CONNECT]
+        self._out += [RecordEnrollment(message.name, message.ids), _DISCONNECT, _CONNECT]
+        self._handshake_said = False
         self._heard_at = now
         self._send_hello(now)
 
     def _on_refuse(self, message: Refuse, now: float) -> None:
-        log.error("master refused this controller: %s", message.reason)
+        if self._enroll is not None:
+            log.error("master refused to enroll this controller with its join token: %s", message.reason)
+        else:
+            log.error("master refused this controller: %s", message.reason)
         self._exit(2)
 
     def _heartbeat_for(self, welcome: Welcome) -> float:
@@ -458,6 +525,7 @@ class ControllerSession:
             if now >= self._reconnect_at:
                 self._connected = True
                 self._heard_at = now
+                self._handshake_said = False
                 self._out.append(_CONNECT)
                 self._send_hello(now)
             return
@@ -476,7 +544,16 @@ class ControllerSession:
                 self._exit(1)
                 return
             delay = min(settings.reconnect_interval * 2 ** (self._reconnects - 1), settings.reconnect_max)
-            log.warning("master %s silent for %.1f s; reconnecting in %.1f s", settings.master, silent, delay)
+            if self._master_id is None and self._key_dir is not None:  # never heard on any socket
+                log.warning(
+                    "no answer from master %s: is it running, and is its key the one pinned in %s? "
+                    "reconnecting in %.1f s",
+                    settings.master,
+                    self._key_file(PINNED_MASTER_FILE),
+                    delay,
+                )
+            else:
+                log.warning("master %s silent for %.1f s; reconnecting in %.1f s", settings.master, silent, delay)
             self._connected = self._welcomed = False
             self._reconnect_at = now + delay
             self._out.append(_DISCONNECT)

@@ -1,6 +1,10 @@
 """Controllers as child processes of this one, and the embedded run (``cyclone run``) built on
 them.
 
+The embedded run's master listens on an ``ipc://`` socket in a directory of mode 0700 made
+for the run (and removed after it), so no other local user can join it or read it; master and
+controllers speak plaintext there, without keys.
+
 Each child is a fresh interpreter (``spawn``: the master's threads and sockets are not forked)
 running :func:`~cyclone_core.engine.controller.run_controller`.  A child leaves the terminal's
 process group, so Ctrl-C reaches only the master, which drains its controllers with Shutdown;
@@ -14,8 +18,10 @@ import ctypes
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from multiprocessing.process import BaseProcess
@@ -101,8 +107,8 @@ def run_local(
     progress: Callable[[dict[str, Any]], None] | None = None,
     on_master: Callable[[Master], None] | None = None,
 ) -> tuple[int, dict[str, Any]]:
-    """Run a whole job in this process: a master on a free loopback port plus ``controllers``
-    local controllers, until the generator is exhausted and every task has settled.
+    """Run a whole job in this process: a master on a private ``ipc://`` endpoint plus
+    ``controllers`` local controllers, until the generator is exhausted and every task has settled.
 
     Returns ``cyclone run``'s exit code (0 when every task succeeded, else 1) and the master's
     summary.  The master stops early (and drains) when
@@ -110,13 +116,34 @@ def run_local(
     receives the master just before it runs, so a caller can wire signals to that).  The child
     controllers are always reaped.
 
-    :param config: the settings, generator and sinks (``config.master.bind`` and ``pid_file``
-        are ignored).
+    :param config: the settings, generator and sinks (``bind``, ``pid_file``, ``keys`` and
+        ``insecure`` of the master and the controllers are the run's own).
     :param controllers: how many local controllers.
     :param workers: worker processes per controller; ``None`` keeps ``config.controller.workers``.
     :param progress: called with a status snapshot about once a second.
     """
-    settings = attrs.evolve(config.master, bind="tcp://127.0.0.1:*", pid_file="")
+    # mkdtemp: mode 0700, so the socket in it is this user's alone.
+    private = tempfile.mkdtemp(prefix="cyclone-run-")
+    try:
+        return _run_local(
+            config, private, controllers=controllers, workers=workers, progress=progress, on_master=on_master
+        )
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+
+
+def _run_local(
+    config: Config,
+    private: str,
+    *,
+    controllers: int,
+    workers: int | None,
+    progress: Callable[[dict[str, Any]], None] | None,
+    on_master: Callable[[Master], None] | None,
+) -> tuple[int, dict[str, Any]]:
+    settings = attrs.evolve(
+        config.master, bind=f"ipc://{os.path.join(private, 'master')}", pid_file="", keys="", insecure=True
+    )
     children: LocalControllers | None = None
 
     def on_progress(snapshot: dict[str, Any]) -> None:
@@ -131,7 +158,14 @@ def run_local(
     code: int | None = None
     try:
         controller_settings = attrs.evolve(
-            config.controller, master=endpoint, workers=workers or config.controller.workers, id="", pid_file=""
+            config.controller,
+            master=endpoint,
+            workers=workers or config.controller.workers,
+            id="",
+            pid_file="",
+            keys="",
+            token="",
+            insecure=True,
         )
         children = LocalControllers(controllers, controller_settings)
         children.start()

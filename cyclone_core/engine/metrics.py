@@ -3,16 +3,25 @@
 The master publishes a snapshot of its counters about once a second (:meth:`MetricsServer.publish`);
 a scrape reads the latest snapshot.  Nothing is updated per task on the hot path, and the
 endpoint has its own registry, so embedding Cyclone does not touch the process-wide one.
+
+It listens on loopback unless told otherwise (``master.metrics_bind``), and serves from one
+thread, one connection at a time, each given at most :data:`CONNECTION_TIMEOUT` seconds: a
+client that connects and says nothing, or many at once, cost no more threads.
 """
 
 from __future__ import annotations
 
 import math
+import socket
+import socketserver
+import threading
 from collections.abc import Iterator
+from http.server import HTTPServer
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.exposition import MetricsHandler
 from prometheus_client.registry import Collector
 
 from cyclone_core.engine.retry import attempt_counters
@@ -21,7 +30,11 @@ from cyclone_core.errors import ConfigError
 if TYPE_CHECKING:
     from cyclone_core.engine.scheduler import Histogram
 
-__all__ = ("MetricsServer",)
+__all__ = ("CONNECTION_TIMEOUT", "MetricsServer")
+
+#: Seconds one connection to the metrics endpoint may take, reading the request and writing
+#: the answer.
+CONNECTION_TIMEOUT = 5.0
 
 
 def _bound(bound: float) -> str:
@@ -58,6 +71,12 @@ class _Collector(Collector):
         yield CounterMetricFamily(
             "cyclone_protocol_errors", "Frames the master could not understand.", value=s["protocol_errors"]
         )
+        refusals = CounterMetricFamily(
+            "cyclone_refusals", "Frames, handshakes and requests the master refused, by reason.", labels=["reason"]
+        )
+        for reason, count in sorted(s.get("refusals", {}).items()):
+            refusals.add_metric([reason], count)
+        yield refusals
         if duration_buckets:
             yield HistogramMetricFamily(
                 "cyclone_task_duration_seconds",
@@ -76,22 +95,42 @@ class _Collector(Collector):
         yield errors
 
 
+class _Server(HTTPServer):
+    """One connection at a time, in the thread that calls ``serve_forever``."""
+
+    def __init__(self, addr: str, port: int, handler: type[MetricsHandler]) -> None:
+        infos = socket.getaddrinfo(addr, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        self.address_family, _, _, _, address = infos[0]  # IPv4 or IPv6, as the address is
+        super().__init__((str(address[0]), port), handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer's own also looks up the host's fully qualified name, which may wait for DNS.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = str(self.server_address[0]), int(self.server_address[1])
+
+
 class MetricsServer:
-    """An HTTP endpoint serving the master's metrics.
+    """An HTTP endpoint serving the master's metrics, from one thread.
 
     :param port: TCP port; 0 picks a free one (see :attr:`port`).
-    :param addr: address to listen on.
+    :param addr: address to listen on: loopback unless told otherwise.
+    :param timeout: seconds one connection may take.
     """
 
-    def __init__(self, port: int, addr: str = "0.0.0.0") -> None:  # noqa: S104  (scraped from other hosts)
+    def __init__(self, port: int, addr: str = "127.0.0.1", timeout: float = CONNECTION_TIMEOUT) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self._collector = _Collector()
         self.registry.register(self._collector)
         try:
-            self._server, self._thread = start_http_server(port, addr=addr, registry=self.registry)
+            # StreamRequestHandler sets ``timeout`` on each connection's socket.
+            handler = type("_Handler", (MetricsHandler,), {"registry": self.registry, "timeout": timeout})
+            self._server = _Server(addr, port, handler)
         except OSError as exc:
-            raise ConfigError(f"metrics port {port}: cannot listen ({exc.strerror or exc})") from None
-        #: The port actually listened on.
+            raise ConfigError(f"metrics endpoint {addr}:{port}: cannot listen ({exc.strerror or exc})") from None
+        self._thread = threading.Thread(target=self._server.serve_forever, name="cyclone-metrics", daemon=True)
+        self._thread.start()
+        #: The address and the port actually listened on.
+        self.address: str = self._server.server_name
         self.port: int = self._server.server_port
 
     def publish(self, snapshot: dict[str, Any], durations: Histogram) -> None:
@@ -99,6 +138,7 @@ class MetricsServer:
         self._collector.latest = (snapshot, durations.cumulative(), durations.sum)
 
     def close(self) -> None:
-        """Stop serving."""
+        """Stop serving (after the connection being served, if any)."""
         self._server.shutdown()
         self._server.server_close()
+        self._thread.join()

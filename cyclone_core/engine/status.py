@@ -10,17 +10,21 @@ from rich.console import Console
 from rich.table import Table
 
 from cyclone_core.engine import protocol
+from cyclone_core.engine.curve import ClientKeys
 from cyclone_core.errors import CycloneError
 
 __all__ = ("fetch_status", "format_duration", "render_status")
 
 
-def fetch_status(endpoint: str, timeout: float = 5.0) -> dict[str, Any]:
-    """The snapshot of the master at ``endpoint``; :class:`CycloneError` if it does not answer
-    within ``timeout`` seconds or answers something else."""
+def fetch_status(endpoint: str, timeout: float = 5.0, keys: ClientKeys | None = None) -> dict[str, Any]:
+    """The snapshot of the master at ``endpoint``, asked with ``keys`` (``None``: in plaintext);
+    :class:`CycloneError` if it does not answer within ``timeout`` seconds, refuses, or answers
+    something else."""
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     sock = context.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
+    if keys is not None:
+        keys.apply(sock)
     try:
         try:
             sock.connect(endpoint)
@@ -37,7 +41,10 @@ def fetch_status(endpoint: str, timeout: float = 5.0) -> dict[str, Any]:
                 return reply.snapshot
             if isinstance(reply, protocol.Refuse):
                 raise CycloneError(f"master at {endpoint} refused: {reply.reason}")
-        raise CycloneError(f"no answer from a master at {endpoint} within {timeout:g} s")
+        hint = ""
+        if keys is not None:
+            hint = f": is it running, is its key the one in {keys.directory}, and does it admit this key?"
+        raise CycloneError(f"no answer from a master at {endpoint} within {timeout:g} s{hint}")
     finally:
         sock.close(0)
         context.term()

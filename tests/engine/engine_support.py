@@ -14,9 +14,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
 import msgpack
 import pytest
 
+from cyclone_core import keys
 from cyclone_core.testing import wait_until
 
 # -- real processes -----------------------------------------------------------------------------
@@ -51,6 +53,33 @@ FAST_CONTROLLER = {
     "reconnect_max": 0.5,
     "drain_timeout": 5.0,
 }
+
+
+@attrs.frozen
+class ClusterKeys:
+    """Key directories made as an operator makes them, with ``cyclone keys``: the master's
+    (``init``), and one for controllers (``new``, ``pin``) whose key the master allows (not as
+    an admin)."""
+
+    master_dir: Path
+    controller_dir: Path
+
+    @classmethod
+    def make(cls, directory: Path) -> ClusterKeys:
+        master_dir, controller_dir = directory / "master", directory / "controller"
+        for args in (
+            ["init", "--dir", str(master_dir)],
+            ["new", "--dir", str(controller_dir)],
+            ["pin", str(master_dir / "master.public"), "--dir", str(controller_dir)],
+            ["allow", str(controller_dir / "controller.public"), "--name", "controllers", "--dir", str(master_dir)],
+        ):
+            subprocess.run(["cyclone", "keys", *args], check=True, capture_output=True, timeout=60)
+        return cls(master_dir, controller_dir)
+
+    def curve(self) -> tuple[str, str, str]:
+        """The master's public key and its own keypair (an admin): what a test's socket asks with."""
+        pair = keys.load_keypair(self.master_dir / "master.secret")
+        return (pair.public, pair.public, pair.secret)
 
 
 class Proc:

@@ -6,6 +6,7 @@ Its decisions (credit, backoff, resend, drain phases, limits) are tested without
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -18,12 +19,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import attrs
 import msgpack
 import pytest
 import zmq
 from engine_support import descendants
 
-from cyclone_core import __version__
+from cyclone_core import __version__, keys
 from cyclone_core.config import ControllerSettings
 from cyclone_core.engine.controller import INITIAL_PREFETCH, MAX_PREFETCH, run_controller
 from cyclone_core.engine.controller_session import WELCOME_LIMITS
@@ -31,6 +33,8 @@ from cyclone_core.engine.protocol import (
     PROTOCOL_VERSION,
     Ack,
     Dispatch,
+    Enroll,
+    Enrolled,
     Goodbye,
     Handback,
     Heartbeat,
@@ -124,13 +128,27 @@ FAST = {
 }
 
 
-class ScriptedMaster:
-    """The master's side of the conversation, driven message by message by the test."""
+@attrs.frozen
+class CurveKeys:
+    """The scripted master's keypair, and a controller's key directory that pins it."""
 
-    def __init__(self, context: zmq.Context[zmq.Socket[bytes]], endpoint: str | None = None) -> None:
+    master: keys.Keypair
+    controller_dir: Path
+
+
+class ScriptedMaster:
+    """The master's side of the conversation, driven message by message by the test: a CURVE
+    server with ``pair`` (admitting every client key: no ZAP handler), else plaintext."""
+
+    def __init__(
+        self, context: zmq.Context[zmq.Socket[bytes]], pair: keys.Keypair | None, endpoint: str | None = None
+    ) -> None:
         self.sock = context.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # as the real master: a reconnect keeps its id
         self.sock.setsockopt(zmq.LINGER, 0)
+        if pair is not None:
+            self.sock.curve_server = True
+            self.sock.curve_secretkey = pair.secret.encode()
         if endpoint is None:
             port = self.sock.bind_to_random_port("tcp://127.0.0.1")
             endpoint = f"tcp://127.0.0.1:{port}"
@@ -238,8 +256,18 @@ class ControllerProcess:
 
 
 @pytest.fixture
-def master(context: zmq.Context[zmq.Socket[bytes]]) -> Iterator[ScriptedMaster]:
-    master = ScriptedMaster(context)
+def curve(tmp_path: Path) -> CurveKeys:
+    """A master keypair, and a controller key directory with its own keypair and that key pinned."""
+    pair = keys.generate()
+    directory = tmp_path / "keys"
+    keys.write_keypair(directory, keys.CONTROLLER_NAME, keys.generate())
+    keys.pin_master_key(directory, pair.public)
+    return CurveKeys(pair, directory)
+
+
+@pytest.fixture
+def master(context: zmq.Context[zmq.Socket[bytes]], curve: CurveKeys) -> Iterator[ScriptedMaster]:
+    master = ScriptedMaster(context, curve.master)
     yield master
     master.close()
 
@@ -250,7 +278,7 @@ def marks(tmp_path: Path, wait: Callable[..., Any]) -> Marks:
 
 
 @pytest.fixture
-def start_controller(tmp_path: Path) -> Iterator[Callable[..., ControllerProcess]]:
+def start_controller(tmp_path: Path, curve: CurveKeys) -> Iterator[Callable[..., ControllerProcess]]:
     plugin_dir = tmp_path / "plugin"
     plugin_dir.mkdir()
     (plugin_dir / "cyclone_controller_test_tasks.py").write_text(TEST_TASKS)
@@ -258,6 +286,7 @@ def start_controller(tmp_path: Path) -> Iterator[Callable[..., ControllerProcess
 
     def start(endpoint: str, **settings: Any) -> ControllerProcess:
         log_path = tmp_path / f"controller-{len(started)}.log"
+        settings = {"keys": str(curve.controller_dir), **settings}
         controller = ControllerProcess(endpoint, log_path, plugin_dir, **settings)
         started.append(controller)
         return controller
@@ -359,12 +388,12 @@ def test_it_gives_up_after_max_reconnects(start_controller: Callable[..., Contro
 
 
 def test_a_controller_started_before_the_master_joins_when_it_comes(
-    context: zmq.Context[zmq.Socket[bytes]], start_controller: Callable[..., ControllerProcess]
+    context: zmq.Context[zmq.Socket[bytes]], start_controller: Callable[..., ControllerProcess], curve: CurveKeys
 ) -> None:
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     controller = start_controller(endpoint)
     controller.wait_for_log("started: 2 workers")
-    late = ScriptedMaster(context, endpoint)
+    late = ScriptedMaster(context, curve.master, endpoint)
     try:
         late.welcome()
         late.send(Dispatch([noop("first")]))
@@ -497,10 +526,10 @@ def test_a_sigterm_to_every_process_drains_as_systemd_and_slurm_expect(
     assert controller.exit_code() == 0
 
 
-def test_run_controller_in_a_thread_stops_when_asked(master: ScriptedMaster) -> None:
+def test_run_controller_in_a_thread_stops_when_asked(master: ScriptedMaster, curve: CurveKeys) -> None:
     stop = threading.Event()
     codes: list[int] = []
-    settings = ControllerSettings(master=master.endpoint, **FAST)  # type: ignore[arg-type]
+    settings = ControllerSettings(master=master.endpoint, keys=str(curve.controller_dir), **FAST)  # type: ignore[arg-type]
     thread = threading.Thread(target=lambda: codes.append(run_controller(settings, stop=stop)))
     thread.start()
     try:
@@ -664,3 +693,140 @@ def test_bad_task_types_or_local_settings_stop_the_start_with_one_line(
     errors = [line for line in controller.log().splitlines() if line.startswith("ERROR")]
     assert len(errors) == 1, errors
     assert errors[0].startswith(f"ERROR cyclone.controller: {error}"), errors
+
+
+# -- keys --------------------------------------------------------------------------------------
+
+
+def errors(controller: ControllerProcess) -> list[str]:
+    return [line for line in controller.log().splitlines() if line.startswith("ERROR")]
+
+
+def test_a_master_with_another_key_gets_nothing_and_the_controller_says_so(
+    context: zmq.Context[zmq.Socket[bytes]], start_controller: Callable[..., ControllerProcess], curve: CurveKeys
+) -> None:
+    impostor = ScriptedMaster(context, keys.generate())
+    try:
+        controller = start_controller(impostor.endpoint, master_timeout=0.5)
+        pinned = curve.controller_dir / "master.public"
+        controller.wait_for_log(
+            f"the handshake with {impostor.endpoint} failed: it is not the master whose key is pinned in {pinned}"
+        )
+        controller.wait_for_log(
+            f"no answer from master {impostor.endpoint}: is it running, and is its key the one pinned in {pinned}?"
+        )
+        controller.wait_for_log("reconnecting in 0.2 s")  # the reconnect rules go on
+        assert impostor.sock.poll(0) == 0  # not a single message got through
+        assert controller.process.poll() is None
+    finally:
+        impostor.close()
+
+
+def test_a_plaintext_master_gets_nothing_either(
+    context: zmq.Context[zmq.Socket[bytes]], start_controller: Callable[..., ControllerProcess]
+) -> None:
+    plaintext = ScriptedMaster(context, None)
+    try:
+        controller = start_controller(plaintext.endpoint)
+        controller.wait_for_log(f"the handshake with {plaintext.endpoint} failed")
+        assert plaintext.sock.poll(0) == 0
+    finally:
+        plaintext.close()
+
+
+def test_a_world_readable_secret_key_stops_the_start_with_one_line(
+    master: ScriptedMaster, start_controller: Callable[..., ControllerProcess], curve: CurveKeys
+) -> None:
+    secret = curve.controller_dir / "controller.secret"
+    secret.chmod(0o644)
+    controller = start_controller(master.endpoint)
+    assert controller.exit_code() == 2
+    assert errors(controller) == [
+        f"ERROR cyclone.controller: permissions 0644 for '{secret}' are too open; chmod 600 it"
+    ]
+    assert master.sock.poll(0) == 0
+
+
+@pytest.mark.parametrize(
+    ("missing", "advice"),
+    [("controller.secret", "run `cyclone keys new --dir"), ("master.public", "run `cyclone keys pin MASTER_KEY")],
+)
+def test_missing_keys_stop_the_start_with_one_line_saying_what_to_run(
+    master: ScriptedMaster,
+    start_controller: Callable[..., ControllerProcess],
+    curve: CurveKeys,
+    missing: str,
+    advice: str,
+) -> None:
+    (curve.controller_dir / missing).unlink()
+    controller = start_controller(master.endpoint)
+    assert controller.exit_code() == 2
+    (line,) = errors(controller)
+    assert advice in line
+    assert line.endswith("or start with --token TOKEN")
+
+
+def test_insecure_connects_in_plaintext_and_says_so(
+    context: zmq.Context[zmq.Socket[bytes]], start_controller: Callable[..., ControllerProcess], tmp_path: Path
+) -> None:
+    plaintext = ScriptedMaster(context, None)
+    try:
+        controller = start_controller(plaintext.endpoint, insecure=True, keys=str(tmp_path / "none"))
+        plaintext.welcome()
+        plaintext.send(Dispatch([noop("plain")]))
+        (result,), _ = plaintext.results(1)
+        assert result.status is Status.OK
+        assert "WARNING cyclone.controller: controller.insecure: connecting to" in controller.log()
+    finally:
+        plaintext.close()
+
+
+def _token(tmp_path: Path, master: keys.Keypair) -> str:
+    """A join token of ``master``."""
+    master_dir = tmp_path / "master-keys"
+    keys.write_keypair(master_dir, keys.MASTER_NAME, master)
+    return keys.issue_token(master_dir, master.public, ttl=600, now=time.time())
+
+
+def test_with_a_token_it_enrolls_once_and_a_restart_does_not_enroll_again(
+    master: ScriptedMaster, start_controller: Callable[..., ControllerProcess], curve: CurveKeys, tmp_path: Path
+) -> None:
+    token = _token(tmp_path, curve.master)
+    fresh = tmp_path / "fresh-keys"
+    first = start_controller(master.endpoint, keys=str(fresh), token=token)
+    enroll = master.expect(Enroll)
+    assert base64.urlsafe_b64decode(enroll.secret + "==") == keys.parse_token(token)[1]
+    master.send(Enrolled("node1", "node1-*"))
+    master.welcome()  # a new connection, then Hello
+    first.wait_for_log("recorded the enrollment")
+    assert (fresh / "master.public").read_text().strip() == curve.master.public
+    assert keys.load_keypair(fresh / "controller.secret")  # 0600 in 0700
+    os.kill(first.pid, signal.SIGTERM)
+    master.expect(Goodbye)
+    assert first.exit_code() == 0
+    start_controller(master.endpoint, keys=str(fresh), token=token)
+    assert isinstance(master.recv(), Hello)
+
+
+def test_a_refused_enrollment_is_one_line_and_exit_2(
+    master: ScriptedMaster, start_controller: Callable[..., ControllerProcess], curve: CurveKeys, tmp_path: Path
+) -> None:
+    token = _token(tmp_path, curve.master)
+    controller = start_controller(master.endpoint, keys=str(tmp_path / "fresh-keys"), token=token)
+    master.expect(Enroll)
+    master.send(Refuse("the join token is unknown, used or expired: ask for a new one"))
+    assert controller.exit_code() == 2
+    assert errors(controller) == [
+        "ERROR cyclone.controller: master refused to enroll this controller with its join token: "
+        "the join token is unknown, used or expired: ask for a new one"
+    ]
+
+
+def test_a_token_of_another_master_than_the_one_pinned_is_refused_at_start(
+    master: ScriptedMaster, start_controller: Callable[..., ControllerProcess], curve: CurveKeys, tmp_path: Path
+) -> None:
+    token = _token(tmp_path, keys.generate())
+    controller = start_controller(master.endpoint, token=token)
+    assert controller.exit_code() == 2
+    (line,) = errors(controller)
+    assert "pins another master key than the join token's" in line

@@ -6,6 +6,7 @@ import logging
 import math
 import random
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -25,6 +26,7 @@ from cyclone_core.engine.controller_session import (
     DrainPool,
     Effect,
     Exit,
+    RecordEnrollment,
     Send,
     SendResults,
     Submit,
@@ -32,6 +34,8 @@ from cyclone_core.engine.controller_session import (
 from cyclone_core.engine.protocol import (
     Ack,
     Dispatch,
+    Enroll,
+    Enrolled,
     Goodbye,
     Handback,
     Heartbeat,
@@ -90,11 +94,22 @@ class Harness:
     """A session, its fake pool and a fake clock; carries out the effects as the controller's
     loop does, and keeps what reached the master."""
 
-    def __init__(self, mean_duration: float | None = None, **settings: Any) -> None:
+    def __init__(
+        self,
+        mean_duration: float | None = None,
+        *,
+        enroll: str | None = None,
+        key_dir: Path | None = None,
+        **settings: Any,
+    ) -> None:
         self.now = 1000.0
         self.pool = FakePool()
         self.pool.mean_duration = mean_duration
-        self.session = ControllerSession(ControllerSettings(**{**SETTINGS, **settings}), HELLO, self.pool)
+        self.session = ControllerSession(
+            ControllerSettings(**{**SETTINGS, **settings}), HELLO, self.pool, enroll=enroll, key_dir=key_dir
+        )
+        #: The enrollments recorded in the key directory.
+        self.recorded: list[RecordEnrollment] = []
         #: Messages sent while a socket was open, ``SendResults`` as they are.
         self.sent: list[Message | SendResults] = []
         self.connected = True
@@ -129,6 +144,8 @@ class Harness:
                 self.session.aborted(self.pool.abort(), self.now)
             elif isinstance(effect, Exit):
                 self.exit_code = effect.code
+            elif isinstance(effect, RecordEnrollment):
+                self.recorded.append(effect)
 
     def signal(self) -> None:
         self.apply(self.session.signal(self.now))
@@ -583,3 +600,76 @@ def test_messages_not_meant_for_a_controller_are_ignored_and_logged_now_and_then
         "ignored a bad message from the master: not a msgpack message (6 so far)",
     ]
     assert not h.connected  # none of it counted as the master answering
+
+
+KEYS = Path("/keys")
+
+
+def test_with_a_token_it_enrolls_records_it_then_registers_on_a_new_socket() -> None:
+    h = Harness(enroll="c2VjcmV0", key_dir=KEYS)
+    assert h.take() == [Enroll("c2VjcmV0")]
+    h.receive(Enrolled("node1", "node1-*"))
+    assert h.recorded == [RecordEnrollment("node1", "node1-*")]
+    assert (h.connects, h.disconnects) == ([h.now], [h.now])
+    (hello,) = h.take()
+    assert isinstance(hello, Hello)
+    assert hello.controller_id == HELLO.controller_id
+    h.welcome()
+    h.receive(Enrolled("again", "*"))  # not asked for: nothing happens
+    assert len(h.recorded) == 1
+
+
+def test_a_refused_enrollment_is_one_line_and_exit_2(caplog: pytest.LogCaptureFixture) -> None:
+    h = Harness(enroll="c2VjcmV0", key_dir=KEYS)
+    with caplog.at_level(logging.INFO, "cyclone.controller"):
+        h.receive(Refuse("the join token is unknown, used or expired: ask for a new one"))
+    assert h.exit_code == 2
+    assert [r.getMessage() for r in caplog.records] == [
+        "master refused to enroll this controller with its join token: "
+        "the join token is unknown, used or expired: ask for a new one"
+    ]
+
+
+def test_a_handshake_refused_while_enrolling_is_exit_2(caplog: pytest.LogCaptureFixture) -> None:
+    h = Harness(enroll="c2VjcmV0", key_dir=KEYS)
+    with caplog.at_level(logging.INFO, "cyclone.controller"):
+        h.apply(h.session.handshake_failed(True, h.now))
+    assert h.exit_code == 2
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert line.startswith("the master at tcp://127.0.0.1:5678 refused to enroll this controller")
+
+
+def test_failed_handshakes_are_said_once_per_socket_and_the_reconnect_rules_go_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    h = Harness(key_dir=KEYS, master_timeout=5.0)
+    with caplog.at_level(logging.WARNING, "cyclone.controller"):
+        for _ in range(3):  # libzmq retries the handshake every 0.1 s or so
+            h.apply(h.session.handshake_failed(False, h.now))
+        h.apply(h.session.handshake_failed(True, h.now))
+        h.advance(5.0)
+        assert len(h.connects) == 0
+        h.advance(0.5)  # a new socket
+        h.apply(h.session.handshake_failed(False, h.now))
+    assert h.exit_code is None
+    assert [r.getMessage() for r in caplog.records] == [
+        "the handshake with tcp://127.0.0.1:5678 failed: it is not the master whose key is pinned in "
+        "/keys/master.public (or it runs without keys)",
+        "no answer from master tcp://127.0.0.1:5678: is it running, and is its key the one pinned in "
+        "/keys/master.public? reconnecting in 0.5 s",
+        "the handshake with tcp://127.0.0.1:5678 failed: it is not the master whose key is pinned in "
+        "/keys/master.public (or it runs without keys)",
+    ]
+    assert len(h.connects) == 1
+
+
+def test_a_key_the_master_does_not_admit_is_said_and_it_keeps_trying(caplog: pytest.LogCaptureFixture) -> None:
+    h = Harness(key_dir=KEYS, master_timeout=5.0, max_reconnects=1)
+    with caplog.at_level(logging.ERROR, "cyclone.controller"):
+        h.apply(h.session.handshake_failed(True, h.now))
+        h.advance(20.0)
+    assert h.exit_code == 1  # gave up, as without keys
+    assert caplog.records[0].getMessage() == (
+        "the master at tcp://127.0.0.1:5678 does not admit this controller's key (/keys/controller.public): "
+        "allow it there with `cyclone keys allow`, or enroll with --token"
+    )
