@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from cyclone_core.builtins.command import CommandTask
 from cyclone_core.builtins.generators import BenchmarkGenerator, TasksFileGenerator
 from cyclone_core.builtins.sinks import JsonlSink, SqliteSink
 from cyclone_core.builtins.tasks import CrashTask, FailTask, HangTask, NoopTask, SleepTask
@@ -17,7 +18,7 @@ from cyclone_core.model import ResultSink, Task, TaskGenerator
 
 @hookimpl
 def cyclone_task_types() -> Sequence[type[Task]]:
-    return [NoopTask, SleepTask, FailTask, CrashTask, HangTask]
+    return [NoopTask, SleepTask, FailTask, CrashTask, HangTask, CommandTask]
 
 
 @hookimpl

@@ -34,9 +34,15 @@ builds into a task type's local settings once, when its first task of that type 
 Signals and death
     Workers ignore SIGINT, and SIGTERM unless the controller set the slot's kill flag first: the
     controller decides (systemd and Slurm signal every process of a service or job, and the
-    controller then drains).  They run in their own process group, so that a timed-out task's
-    subprocesses are killed with it, and exit as soon as the controller's end of the socket
-    closes, even in the middle of a task: a watchdog thread waits for that hang-up.  The
+    controller then drains).  They run in their own process group, and exit as soon as the
+    controller's end of the socket closes, even in the middle of a task: a watchdog thread
+    waits for that hang-up.
+
+    No process outlives its task (:mod:`~cyclone_core.engine.reaper`): each worker is a child
+    subreaper, so what a task starts stays its descendant even after a double fork or
+    ``setsid``.  The worker kills what a task left when the task ends; the controller kills a
+    worker's descendants before it kills the worker (a timeout, an abort); a worker whose
+    controller is gone kills its descendants before it exits.  The
     controller learns that a worker ended from its exit sentinel (with the exit code or signal),
     or from its socket should the fork server itself have been killed.
 """
@@ -69,6 +75,7 @@ import zmq
 from cyclone_core.engine.execution import TaskRunner, ended_row, timed_out
 from cyclone_core.engine.pool_state import Job, PoolState, WorkerBook
 from cyclone_core.engine.protocol import TaskEnvelope
+from cyclone_core.engine.reaper import become_subreaper, end_leftovers, kill_descendants
 from cyclone_core.errors import CycloneError
 from cyclone_core.model import Status
 from cyclone_core.plugins import Plugins, get_plugins
@@ -196,7 +203,7 @@ class WorkerPool:
         for worker in workers:
             worker.process.join(max(0.0, deadline - time.monotonic()))
             if worker.process.exitcode is None:
-                _signal_group(worker.process, signal.SIGKILL)
+                _kill_tree(worker.process, signal.SIGKILL)
                 worker.process.join(5.0)
             if worker.process.exitcode is not None:
                 worker.process.close()
@@ -489,9 +496,9 @@ class WorkerPool:
         self.handed_back.extend(job.envelope.id for job in handed_back)
         del self._workers[worker.book]
         worker.retired = True
-        worker.slot[_KILL] = 1.0
+        worker.slot[_KILL] = worker.slot[_DRAIN] = 1.0  # it starts nothing more
+        _kill_tree(worker.process, signal.SIGTERM)
         worker.sock.close()  # makes its watchdog end it, should the task survive SIGTERM
-        _signal_group(worker.process, signal.SIGTERM)
         worker.kill_at = time.monotonic() + self.kill_grace
         self._dying.append(worker)
         self._replace()
@@ -537,7 +544,7 @@ class WorkerPool:
             if worker.kill_at is None:
                 continue
             if now >= worker.kill_at:
-                _signal_group(worker.process, signal.SIGKILL)
+                _kill_tree(worker.process, signal.SIGKILL)
                 worker.kill_at = None
             else:
                 deadline = min(deadline, worker.kill_at)
@@ -568,6 +575,14 @@ def _exit_reason(code: int | None) -> str:
         except ValueError:
             return f"worker process killed by signal {-code}"
     return f"worker process exited with code {code}"
+
+
+def _kill_tree(process: multiprocessing.process.BaseProcess, signum: int) -> None:
+    """Kill the worker's descendants, which it holds as a subreaper (while it lives), then
+    send ``signum`` to its process group."""
+    if process.pid is not None:
+        kill_descendants(process.pid)
+    _signal_group(process, signum)
 
 
 def _signal_group(process: multiprocessing.process.BaseProcess, signum: int) -> None:
@@ -634,6 +649,7 @@ def _worker_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, functools.partial(_on_sigterm, slot))
     os.setpgrp()
+    become_subreaper()  # what a task starts stays this worker's to kill, whatever it does
     # The fork server's environment and module path date from its start; the controller's now
     # are the ones to use, as if the worker had been started from it.
     os.environ.clear()
@@ -665,6 +681,7 @@ def _exit_with_controller(fd: int) -> None:
     poller = select.poll()
     poller.register(fd, select.POLLRDHUP)
     poller.poll()
+    kill_descendants(os.getpid())
     os._exit(0)
 
 
@@ -719,6 +736,7 @@ def _serve(sock: socket.socket, slot: Array[c_double], send: Any, runner: TaskRu
             first = now
         # [_RESULT, seq, row] with the row packed once, size-checked, by the runner.
         pending.append(_RESULT_HEAD + _pack(row[0]) + run(row[1:]))
+        end_leftovers()  # one waitpid() call when the task left no process, the rule
 
 
 def _worker_plugins(plugin_modules: Sequence[tuple[str, str]]) -> Plugins:
