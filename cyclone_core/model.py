@@ -220,6 +220,10 @@ class Task:
     #: per worker process, and handed to :meth:`execute` as ``ctx.local``.  ``None``: the task
     #: gets the table as a plain ``dict``.
     local_settings: ClassVar[type[Any] | None] = None
+    #: The table ``cyclone run``'s embedded controllers use when the user's configuration has
+    #: none for the section: they run as the user, on the user's machine, for the user alone
+    #: (the ``command`` type allows every program there).  ``None``: no table.
+    embedded_local: ClassVar[Mapping[str, Any] | None] = None
 
     @classmethod
     def local_table(cls) -> str:

@@ -138,6 +138,7 @@ class CommandTask(Task):
 
     name: ClassVar[str] = "command"
     local_settings: ClassVar[type[Any] | None] = CommandLocal
+    embedded_local: ClassVar[Mapping[str, Any] | None] = EMBEDDED_LOCAL
 
     argv: list[str] = attrs.field(validator=_argv)
     shell: bool = False

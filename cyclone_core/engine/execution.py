@@ -34,7 +34,15 @@ from cyclone_core.model import Outcome, Result, Status, Task, TaskContext
 if TYPE_CHECKING:
     from cyclone_core.plugins import Plugins
 
-__all__ = ("MAX_RESULT_BYTES", "TaskRunner", "ended_row", "execute_task", "local_settings", "timed_out")
+__all__ = (
+    "MAX_RESULT_BYTES",
+    "TaskRunner",
+    "embedded_tables",
+    "ended_row",
+    "execute_task",
+    "local_settings",
+    "timed_out",
+)
 
 #: Bytes a packed result row may take at most (metrics and payload included): several fit in
 #: one message to the master.
@@ -151,6 +159,17 @@ def local_settings(
         return converter.structure(table, cls)
     except (cattrs.BaseValidationError, ValueError, TypeError) as exc:
         raise ConfigError("; ".join(f"{where}.{section}.{line}" for line in describe_error(exc).split("; "))) from exc
+
+
+def embedded_tables(tables: Mapping[str, Mapping[str, Any]], plugins: Plugins) -> dict[str, dict[str, Any]]:
+    """The ``[controller.local.<section>]`` tables of an embedded run's controllers: the user's
+    own, and for every section they leave out, the :attr:`~cyclone_core.model.Task.embedded_local`
+    table of the installed task type that reads it."""
+    found = {section: dict(table) for section, table in tables.items()}
+    for cls in plugins.task_types().values():
+        if cls.embedded_local is not None:
+            found.setdefault(cls.local_table(), dict(cls.embedded_local))
+    return found
 
 
 def execute_task(task: Task, ctx: TaskContext) -> tuple[Status, str | None, Outcome | None]:

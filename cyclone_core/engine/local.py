@@ -30,7 +30,9 @@ from typing import Any
 import attrs
 
 from cyclone_core.config import Config, ControllerSettings, build_generator, build_sinks
+from cyclone_core.engine.execution import embedded_tables
 from cyclone_core.engine.master import Master
+from cyclone_core.plugins import get_plugins
 
 __all__ = ("LocalControllers", "run_local")
 
@@ -166,6 +168,7 @@ def _run_local(
             keys="",
             token="",
             insecure=True,
+            local=_embedded_local(config),
         )
         children = LocalControllers(controllers, controller_settings)
         children.start()
@@ -181,3 +184,9 @@ def _run_local(
     summary = the_master.summary()
     all_ok = summary["succeeded"] == summary["submitted"] and not summary["interrupted"]
     return (0 if code == 0 and all_ok else 1), summary
+
+
+def _embedded_local(config: Config) -> dict[str, dict[str, Any]]:
+    """The embedded controllers' local tables: the user's, and each task type's
+    ``embedded_local`` for the sections they leave out (``command`` runs the user's programs)."""
+    return embedded_tables(config.controller.local, get_plugins())
