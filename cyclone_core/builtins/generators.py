@@ -1,8 +1,9 @@
-"""Built-in task generators: ``benchmark`` (one task, many times) and ``tasks-file`` (tasks
-listed in a TOML or JSON file).
+"""Built-in task generators: ``benchmark`` (one task, many times), ``tasks-file`` (tasks
+listed in a TOML or JSON file) and ``sweep`` (one task template over a parameter grid or rows).
 
-Both build and validate every task when the generator is built, so a bad task type or argument
-fails before the run with one line naming the task, and both hand tasks out lazily.
+Each checks its tasks when it is built, so a bad task type or argument fails before the run
+with one line naming the task, and each hands tasks out lazily: a sweep of ten million points
+is expanded one point at a time (:mod:`cyclone_core.builtins.sweep`).
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ from typing import Any, ClassVar, TypeVar
 
 import attrs
 
+from cyclone_core.builtins.sweep import Sweep, expand, placeholders
 from cyclone_core.convert import structure
 from cyclone_core.errors import CycloneError
 from cyclone_core.model import Task, TaskGenerator, TaskSpec
 from cyclone_core.plugins import get_plugins
 
-__all__ = ("BenchmarkGenerator", "TasksFileGenerator")
+__all__ = ("BenchmarkGenerator", "SweepGenerator", "TasksFileGenerator")
 
 T = TypeVar("T")
 
@@ -113,6 +115,9 @@ class _Entry:
     args: dict[str, Any] = attrs.field(factory=dict)
     key: str | None = None
     timeout: float | None = attrs.field(default=None, validator=_positive_or_none)
+    grid: dict[str, Any] | None = None
+    rows: list[dict[str, Any]] | None = None
+    rows_file: str | None = None
 
 
 @attrs.define(kw_only=True)
@@ -142,7 +147,10 @@ class TasksFileGenerator(TaskGenerator):
         [[tasks]]
         type = "noop"
 
-    A JSON file holds the same object, or just the list of tasks.  Keys must be unique.
+    A task with a ``grid``, ``rows`` or ``rows_file`` is a sweep: it stands for one task per
+    point, its ``args`` and ``key`` templates filled in with the point's parameters (see
+    :class:`SweepGenerator`).  A JSON file holds the same object, or just the list of tasks.
+    Keys must be unique.
 
     :param path: the file; ``.json`` is read as JSON, anything else as TOML.
     """
@@ -150,21 +158,22 @@ class TasksFileGenerator(TaskGenerator):
     name: ClassVar[str] = "tasks-file"
 
     path: str
-    _specs: list[TaskSpec] = attrs.field(init=False, repr=False, eq=False)
+    _entries: list[_Expansion] = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
-        self._specs = _read_tasks_file(Path(self.path))
+        self._entries = _read_tasks_file(Path(self.path))
 
     def tasks(self) -> Iterator[TaskSpec]:
-        """Yield the file's tasks in file order."""
-        yield from self._specs
+        """Yield the file's tasks in file order, a sweep's one point at a time."""
+        for entry in self._entries:
+            yield from entry.specs()
 
     def total(self) -> int:
-        """The number of tasks in the file."""
-        return len(self._specs)
+        """The number of tasks in the file, a sweep's points counted."""
+        return sum(len(entry) for entry in self._entries)
 
 
-def _read_tasks_file(path: Path) -> list[TaskSpec]:
+def _read_tasks_file(path: Path) -> list[_Expansion]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -178,7 +187,7 @@ def _read_tasks_file(path: Path) -> list[TaskSpec]:
     parsed = _build(data, _TasksFile, str(path))
     for name, template in parsed.templates.items():
         _task_class(template.type, f"{path}: templates.{name}")
-    specs: list[TaskSpec] = []
+    entries: list[_Expansion] = []
     seen: dict[str, int] = {}
     for index, entry in enumerate(parsed.tasks):
         where = f"{path}: tasks[{index}]" + (f" (key {entry.key!r})" if entry.key is not None else "")
@@ -186,11 +195,11 @@ def _read_tasks_file(path: Path) -> list[TaskSpec]:
             if entry.key in seen:
                 raise ValueError(f"{where}: key {entry.key!r} is also used by tasks[{seen[entry.key]}]")
             seen[entry.key] = index
-        specs.append(_resolve(entry, parsed.templates, where))
-    return specs
+        entries.append(_resolve(entry, parsed.templates, where))
+    return entries
 
 
-def _resolve(entry: _Entry, templates: Mapping[str, _Template], where: str) -> TaskSpec:
+def _resolve(entry: _Entry, templates: Mapping[str, _Template], where: str) -> _Expansion:
     if entry.template is None:
         if entry.type is None:
             raise ValueError(f"{where}: set type (a registered task type) or template")
@@ -205,5 +214,131 @@ def _resolve(entry: _Entry, templates: Mapping[str, _Template], where: str) -> T
         type_name = template.type
         args = {**template.args, **entry.args}
         timeout = template.timeout if entry.timeout is None else entry.timeout
-    task = _build(args, _task_class(type_name, where), f"{where}: args")
-    return TaskSpec(task=task, key=entry.key, timeout=timeout)
+    cls = _task_class(type_name, where)
+    if entry.grid is None and entry.rows is None and entry.rows_file is None:
+        return _Expansion(cls, args, entry.key, timeout, sweep=None, where=where)
+    try:
+        sweep = Sweep(entry.grid, entry.rows, entry.rows_file)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    return _Expansion(cls, args, entry.key, timeout, sweep=sweep, where=where)
+
+
+# -- sweeps ------------------------------------------------------------------------------------
+
+
+class _Expansion:
+    """One task, or one task per point of a sweep: its type, its ``args`` and ``key`` as
+    templates, checked when made; the tasks are built as they are handed out."""
+
+    def __init__(
+        self,
+        cls: type[Task],
+        args: dict[str, Any],
+        key: str | None,
+        timeout: float | None,
+        *,
+        sweep: Sweep | None,
+        where: str,
+    ) -> None:
+        self.cls, self.args, self.key, self.timeout, self.sweep, self.where = cls, args, key, timeout, sweep, where
+        if sweep is None:
+            self.task = _build(args, cls, f"{where}: args")
+            return
+        known = set(sweep.names)
+        try:
+            named = [*placeholders(args, "args"), *placeholders(key or "", "key")]
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        for path, name in named:
+            if name not in known:
+                raise ValueError(
+                    f"{where}: {path}: {{{name}}} is not a parameter (parameters: {', '.join(sweep.names)})"
+                )
+        # The command task keeps its point's parameters in its result, to be queried.
+        self.with_params = "params" in attrs.fields_dict(cls) and "params" not in args
+        self._task(next(iter(sweep)))  # a bad template fails now, not in the middle of the run
+
+    def __len__(self) -> int:
+        return 1 if self.sweep is None else len(self.sweep)
+
+    def specs(self) -> Iterator[TaskSpec]:
+        """The specs, one per point."""
+        if self.sweep is None:
+            yield TaskSpec(task=self.task, key=self.key, timeout=self.timeout)
+            return
+        for point in self.sweep:
+            yield TaskSpec(task=self._task(point), key=self._key(point), timeout=self.timeout)
+
+    def _task(self, point: dict[str, Any]) -> Task:
+        where = f"{self.where}: point {self._key(point)}"
+        try:
+            args = expand(self.args, point)
+        except (ValueError, KeyError, IndexError, AttributeError) as exc:
+            raise ValueError(f"{where}: args: {exc}") from None
+        if self.with_params:
+            args["params"] = point
+        return _build(args, self.cls, f"{where}: args")
+
+    def _key(self, point: dict[str, Any]) -> str:
+        if self.key is None:
+            return ",".join(f"{name}={value}" for name, value in point.items())
+        try:
+            return str(expand(self.key, point))
+        except (ValueError, KeyError, IndexError, AttributeError) as exc:
+            raise ValueError(f"{self.where}: key: {exc}") from None
+
+
+@attrs.define(kw_only=True)
+class SweepGenerator(TaskGenerator):
+    """One task template expanded over every point of a parameter sweep.
+
+    ``cyclone run --generator sweep -g 'argv=["./simulate", "--alpha", "{alpha}"]' -g
+    'grid={"alpha": [0.1, 0.2], "seed": "1-100"}'`` runs ``./simulate`` 200 times.  The points
+    are every row (``rows`` or ``rows_file``) combined with every point of ``grid``; a grid
+    list is taken literally, a string is a range of whole numbers in ClusterShell's RangeSet
+    notation.  Strings of ``args`` (and ``argv``, and ``key``) name parameters as ``{alpha}``:
+    alone, the value itself; in a longer string, formatted (``"out-{seed:03d}.txt"``).  A
+    ``command`` task keeps its point in its result (``payload.params``).
+
+    :param task: registered name of the task type.
+    :param args: the task's fields, as a template.
+    :param argv: the ``command`` task's ``argv`` (the same as ``args.argv``).
+    :param grid: parameter name to its values: a list, or a range such as ``"1-100"``.
+    :param rows: a list of tables of parameters.
+    :param rows_file: a CSV file whose first line names the parameters, one row per line.
+    :param key: the tasks' key, as a template; default: ``alpha=0.1,seed=3``.
+    :param timeout: seconds each task may run; unset uses the run's default.
+    """
+
+    name: ClassVar[str] = "sweep"
+
+    task: str = "command"
+    args: dict[str, Any] = attrs.field(factory=dict)
+    argv: list[str] | None = None
+    grid: dict[str, Any] = attrs.field(factory=dict)
+    rows: list[dict[str, Any]] | None = None
+    rows_file: str | None = None
+    key: str | None = None
+    timeout: float | None = attrs.field(default=None, validator=_positive_or_none)
+    _expansion: _Expansion = attrs.field(init=False, repr=False, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        args = dict(self.args)
+        if self.argv is not None:
+            if "argv" in args:
+                raise ValueError("give argv or args.argv, not both")
+            args["argv"] = self.argv
+        if not self.grid and self.rows is None and self.rows_file is None:
+            raise ValueError("give the parameters: grid, rows or rows_file")
+        sweep = Sweep(self.grid, self.rows, self.rows_file)
+        task = _task_class(self.task, "task")
+        self._expansion = _Expansion(task, args, self.key, self.timeout, sweep=sweep, where="sweep")
+
+    def tasks(self) -> Iterator[TaskSpec]:
+        """Yield one spec per point, made as it is taken."""
+        return self._expansion.specs()
+
+    def total(self) -> int:
+        """The number of points."""
+        return len(self._expansion)
