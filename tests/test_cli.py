@@ -139,8 +139,8 @@ def test_json_listing_shows_what_each_plugin_provides(
     builtins = rows["builtins"]
     assert builtins["distribution"] == "cyclone-core"
     # Sets: the registry lists repeat after an in-process re-registration (see Plugins._build).
-    assert {"noop", "sleep", "fail", "crash", "hang"} <= set(builtins["task_types"])
-    assert set(builtins["generators"]) == {"benchmark", "tasks-file"}
+    assert {"noop", "sleep", "fail", "crash", "hang", "command"} <= set(builtins["task_types"])
+    assert set(builtins["generators"]) == {"benchmark", "tasks-file", "sweep"}
     assert set(builtins["sinks"]) == {"sqlite", "jsonl"}
 
 
