@@ -32,6 +32,7 @@ import attrs
 from cyclone_core.config import Config, ControllerSettings, build_generator, build_sinks
 from cyclone_core.engine.execution import embedded_tables
 from cyclone_core.engine.master import Master
+from cyclone_core.model import TaskGenerator
 from cyclone_core.plugins import get_plugins
 
 __all__ = ("LocalControllers", "run_local")
@@ -108,6 +109,7 @@ def run_local(
     workers: int | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
     on_master: Callable[[Master], None] | None = None,
+    generator: TaskGenerator | None = None,
 ) -> tuple[int, dict[str, Any]]:
     """Run a whole job in this process: a master on a private ``ipc://`` endpoint plus
     ``controllers`` local controllers, until the generator is exhausted and every task has settled.
@@ -123,12 +125,20 @@ def run_local(
     :param controllers: how many local controllers.
     :param workers: worker processes per controller; ``None`` keeps ``config.controller.workers``.
     :param progress: called with a status snapshot about once a second.
+    :param generator: a generator built already (the Python API's); ``None`` builds the
+        configuration's.
     """
     # mkdtemp: mode 0700, so the socket in it is this user's alone.
     private = tempfile.mkdtemp(prefix="cyclone-run-")
     try:
         return _run_local(
-            config, private, controllers=controllers, workers=workers, progress=progress, on_master=on_master
+            config,
+            private,
+            controllers=controllers,
+            workers=workers,
+            progress=progress,
+            on_master=on_master,
+            generator=generator or build_generator(config),
         )
     finally:
         shutil.rmtree(private, ignore_errors=True)
@@ -142,6 +152,7 @@ def _run_local(
     workers: int | None,
     progress: Callable[[dict[str, Any]], None] | None,
     on_master: Callable[[Master], None] | None,
+    generator: TaskGenerator,
 ) -> tuple[int, dict[str, Any]]:
     settings = attrs.evolve(
         config.master, bind=f"ipc://{os.path.join(private, 'master')}", pid_file="", keys="", insecure=True
@@ -155,7 +166,7 @@ def _run_local(
         if progress is not None:
             progress(snapshot)
 
-    the_master = Master(settings, build_generator(config), build_sinks(config), progress=on_progress)
+    the_master = Master(settings, generator, build_sinks(config), progress=on_progress)
     endpoint = the_master.open()
     code: int | None = None
     try:
