@@ -40,6 +40,7 @@ from zmq.utils import z85
 from cyclone_core import keys
 from cyclone_core.convert import unstructure
 from cyclone_core.engine import protocol
+from cyclone_core.engine.curve import private_ipc
 from cyclone_core.engine.delivery import SinkDelivery
 from cyclone_core.engine.journal import Journal
 from cyclone_core.engine.master_core import Effects, EnrollRequest, MasterCore, Phase, peer_name
@@ -218,7 +219,7 @@ class Master:
             delivery.start()
             self.deliveries.append(delivery)
         if settings.metrics_port:
-            self.metrics = MetricsServer(settings.metrics_port)
+            self.metrics = MetricsServer(settings.metrics_port, settings.metrics_bind)
             self.metrics.publish(self.status(), core.scheduler.stats.duration)
         log.info("master %s listening on %s (run %s)", self.master_id, self.endpoint, journal.run_id)
 
@@ -260,7 +261,7 @@ class Master:
         """The master's keypair and allowlist (``None`` on a plaintext master)."""
         settings = self.settings
         if settings.insecure:
-            if _private_ipc(settings.bind):
+            if private_ipc(settings.bind):
                 return None  # cyclone run's own endpoint: nobody else can reach it
             log.warning(
                 "master.insecure is set: no encryption and no keys; anyone who can reach %s can register a "
@@ -610,6 +611,9 @@ class Master:
             if granted is not None:
                 name = keys.default_grant_name(granted.ids, request.key)
                 with keys.Allowlist.edit(self._allowlist.path) as allowlist:
+                    if any(grant.name == name for grant in allowlist.grants):
+                        # Another key enrolled for the same ids: the key's own name.
+                        name = keys.default_grant_name("*", request.key)
                     if allowlist.lookup(request.key) is None:
                         allowlist.add(granted.grant(name, request.key))
                 self._reload_grants(time.monotonic())
@@ -767,17 +771,6 @@ class Master:
             "undelivered": self.undelivered,
             "generator_error": self.generator_error,
         }
-
-
-def _private_ipc(endpoint: str) -> bool:
-    """Whether ``endpoint`` is an ``ipc://`` socket in a directory only this user can enter."""
-    if not endpoint.startswith("ipc://"):
-        return False
-    try:
-        st = os.stat(os.path.dirname(endpoint.removeprefix("ipc://")) or ".")
-    except OSError:
-        return False
-    return st.st_uid == os.geteuid() and not st.st_mode & 0o077
 
 
 #: Option names whose values a status reply must never carry (passwords, tokens, keys).

@@ -236,3 +236,23 @@ def test_a_misbehaving_enrolled_controller_changes_no_other_controllers_tasks(
     results = {r.task_id: r for r in sink.results}
     assert len(results) == 40
     assert all(r.status is Status.OK and r.controller == "honest" for r in results.values())
+
+
+def test_two_keys_enrolled_for_the_same_ids_get_names_of_their_own(secure_master, master_keys, peer) -> None:
+    running = secure_master()
+    names = []
+    for _ in range(2):
+        token = keys.issue_token(master_keys.dir, master_keys.master.public, ttl=600, ids="rack1-*", now=time.time())
+        text = base64.urlsafe_b64encode(keys.parse_token(token)[1]).decode().rstrip("=")
+        newcomer = keys.generate()
+        connection = wait_until(
+            lambda k=newcomer, t=text: (
+                (c := peer(running.endpoint, curve=master_keys.curve(k))) and not silent_send(c, t) and c
+            ),
+            timeout=10,
+            what="an enrolling connection answered",
+        )
+        names.append(connection.expect(p.Enrolled).name)
+    assert len(set(names)) == 2, names
+    grants = keys.Allowlist.load(master_keys.dir / keys.ALLOWLIST_FILE).grants
+    assert {g.name for g in grants} >= set(names)
