@@ -67,9 +67,10 @@ _COMPACT_EVERY = 10.0
 _RATE_WINDOW = 10.0
 #: Where libzmq asks for the authentication of every new connection (RFC 27, ZAP).
 _ZAP_ENDPOINT = "inproc://zeromq.zap.01"
-#: Messages queued to one peer at most: a peer that does not read loses messages (heartbeats
-#: reconcile them) rather than growing the master's memory.
-_SEND_QUEUE = 1000
+#: Messages queued to and from one peer at most: a peer that does not read loses messages
+#: (heartbeats and re-sent results reconcile them) rather than growing the master's memory.  A
+#: live controller gets at most a Dispatch and an Ack per turn of the loop.
+_PEER_QUEUE = 100
 #: Monitor events of connections that failed their handshake before ZAP (which counts its own).
 _HANDSHAKE_FAILED = zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
 #: Enrollments handled per loop turn at most (each reads and writes the key files).
@@ -233,8 +234,8 @@ class Master:
         # a controller off by connecting under its id.
         sock.setsockopt(zmq.ROUTER_HANDOVER, 0)
         sock.setsockopt(zmq.LINGER, 1000)
-        sock.setsockopt(zmq.SNDHWM, _SEND_QUEUE)
-        sock.setsockopt(zmq.RCVHWM, _SEND_QUEUE)
+        sock.setsockopt(zmq.SNDHWM, _PEER_QUEUE)
+        sock.setsockopt(zmq.RCVHWM, _PEER_QUEUE)
         sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_FRAME_BYTES)
         # ZMTP heartbeats drop a connection that went silent (a partition), so the controller's
         # next connection under the same routing id is not turned away for the dead one.

@@ -420,11 +420,17 @@ class MasterCore:
             self.scheduler.stats.refused += len(message.results)
             self._rehello(identity, now)
             return
+        acks = self._acks.get(identity)
+        if len(message.results) + (len(acks) if acks else 0) > self.settings.max_credit:
+            # More results in one turn than a controller can hold tasks: a flood, not a batch.
+            # Dropped unacknowledged (a controller would send them again later).
+            self.scheduler.stats.refused += len(message.results)
+            self._refused(identity, "flood", f"{len(message.results)} results beyond what it can hold", now)
+            return
         self.scheduler.results(cid, message.results, now)
         if message.credit:
             self.scheduler.grant(cid, message.credit, now)
         if message.results:
-            acks = self._acks.get(identity)
             if acks is None:
                 acks = self._acks[identity] = []
             acks.extend([r.task_id for r in message.results])

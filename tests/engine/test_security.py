@@ -12,6 +12,7 @@ from typing import Any
 
 import attrs
 import pytest
+import zmq
 
 from cyclone_core import keys
 from cyclone_core.builtins.generators import BenchmarkGenerator
@@ -256,3 +257,41 @@ def test_two_keys_enrolled_for_the_same_ids_get_names_of_their_own(secure_master
     assert len(set(names)) == 2, names
     grants = keys.Allowlist.load(master_keys.dir / keys.ALLOWLIST_FILE).grants
     assert {g.name for g in grants} >= set(names)
+
+
+def _rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_a_controller_that_never_reads_costs_the_master_bounded_memory(secure_master, master_keys, peer, sink) -> None:
+    """A slow reader is cut off, not buffered: the master queues at most 1,000 messages to a
+    peer, whatever that peer makes it answer."""
+    running = secure_master(count=20, sinks=[sink])
+    deaf_key = master_keys.client("deaf")
+    deaf = peer(running.endpoint, curve=master_keys.curve(deaf_key))
+    deaf.sock.setsockopt(zmq.RCVHWM, 1)
+    deaf.sock.setsockopt(zmq.RCVBUF, 4096)
+    deaf.sock.setsockopt(zmq.SNDHWM, 10)  # this test process's own queue stays small
+    deaf.hello("deaf", credit=0)
+    before = _rss_mib()
+    # Each of these makes the master answer with an Ack of 4,096 ids (about 70 KB): 1,000 of
+    # them would queue 70 MB for this one peer if nothing bounded it (and, acknowledged in one
+    # turn of the master's loop as one Ack, several hundred MB).
+    ids = [f"nosuchrun-{n}" for n in range(4096)]
+    forged = p.Results([Result(i, "noop", Status.OK) for i in ids], credit=0)
+    frame = p.encode(forged)
+    for _ in range(1000):
+        deaf.sock.send(frame)
+    honest = peer(running.endpoint, curve=master_keys.curve(master_keys.client("honest")))
+    honest.hello("honest", credit=20)
+    tasks = honest.expect(p.Dispatch, timeout=60).tasks
+    honest.send(p.Results([ok(t) for t in tasks], credit=0))
+    honest.expect(p.Ack, timeout=60)
+    grown = _rss_mib() - before
+    print(f"\nmaster process grew by {grown:.1f} MiB while a peer did not read its answers")
+    assert running.join(60) == 0
+    assert len(sink.results) == 20
+    assert grown < 40, f"{grown:.0f} MiB"
