@@ -167,7 +167,9 @@ def _check_keys(data: Mapping[str, Any], where: str) -> None:
 
 def controller_task_types(settings: ControllerSettings, *, where: str = "") -> list[str]:
     """The task types a controller with ``settings`` runs and announces, sorted:
-    ``controller.task_types``, or every installed type when that is empty.
+    ``controller.task_types``, or every installed type when that is empty, less the types its
+    local settings leave off (:meth:`~cyclone_core.model.Task.off_because`: ``command``
+    without allowed executables).
 
     Checks on the way that every name is an installed task type, that every
     ``[controller.local.<section>]`` table is read by an installed task type, and that the
@@ -187,9 +189,19 @@ def controller_task_types(settings: ControllerSettings, *, where: str = "") -> l
             raise ConfigError(
                 f"{prefix}controller.local.{section}: no installed task type reads this table (tables read: {known})"
             )
-    names = sorted(set(settings.task_types or installed))
-    for name in names:
-        local_settings(installed[name], settings.local, where=f"{prefix}controller.local")
+    from cyclone_core.engine.curve import private_ipc  # noqa: PLC0415  (keeps zmq out of config loading)
+
+    plaintext = settings.insecure and not private_ipc(settings.master)
+    names = []
+    for name in sorted(set(settings.task_types or installed)):
+        local = local_settings(installed[name], settings.local, where=f"{prefix}controller.local")
+        off = installed[name].off_because(local)
+        if off is None and plaintext and installed[name].needs_keys:
+            off = f"task type '{name}' needs keys: an insecure controller would run it for anyone"
+        if off is None:
+            names.append(name)
+        elif name in settings.task_types:  # asked for by name, yet off: say why
+            raise ConfigError(f"{prefix}controller.task_types: {off}")
     return names
 
 

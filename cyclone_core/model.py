@@ -230,6 +230,17 @@ class Task:
         """The name of its ``[controller.local.<section>]`` table."""
         return cls.local_section or cls.name
 
+    #: Whether only a controller with keys may run this type (``command``: whoever can reach a
+    #: plaintext master could otherwise run programs through it).
+    needs_keys: ClassVar[bool] = False
+
+    @classmethod
+    def off_because(cls, local: Any) -> str | None:
+        """Why a controller with these local settings does not run this type at all (it then
+        does not announce it), or ``None`` when it does.  A type that must be switched on by
+        the controller's own configuration (``command``) says so here."""
+        return None
+
     def execute(self, ctx: TaskContext) -> Outcome | None:
         """Run the task in a worker process.
 

@@ -194,7 +194,7 @@ def test_no_task_types_means_every_installed_one() -> None:
     [
         (
             '[controller]\ntask_types = ["nop"]\n',
-            "controller.toml: controller.task_types: unknown task type 'nop' (installed: crash, fail,",
+            "controller.toml: controller.task_types: unknown task type 'nop' (installed: command, crash, fail,",
         ),
         (
             '[controller.local.probes]\nsudo = "maybe"\n',
@@ -206,7 +206,8 @@ def test_no_task_types_means_every_installed_one() -> None:
         ),
         (
             "[controller.local.probez]\nprogram = 1\n",
-            "controller.toml: controller.local.probez: no installed task type reads this table (tables read: crash,",
+            "controller.toml: controller.local.probez: no installed task type reads this table "
+            "(tables read: command, crash,",
         ),
     ],
 )
@@ -463,3 +464,18 @@ def test_bad_generator_options_name_the_generator() -> None:
     assert str(caught.value) == "generator 'benchmark': count: expected a whole number, got 'many'"
     with pytest.raises(ConfigError, match=r"^unknown generator 'nope' \(known: benchmark, "):
         build_generator(Config(generator=GeneratorSettings(name="nope")))
+
+
+def test_the_command_type_is_announced_only_once_the_controller_allows_programs() -> None:
+    assert "command" not in controller_task_types(ControllerSettings())
+    allowed = ControllerSettings(local={"command": {"executables": ["/bin/true"]}})
+    assert "command" in controller_task_types(allowed)
+    with pytest.raises(ConfigError, match=r"controller\.task_types: task type 'command' is off on this controller"):
+        controller_task_types(ControllerSettings(task_types=["command"]))
+
+
+def test_an_insecure_controller_does_not_run_commands() -> None:
+    local = {"command": {"executables": ["/bin/true"]}}
+    assert "command" not in controller_task_types(ControllerSettings(insecure=True, local=local))
+    with pytest.raises(ConfigError, match="task type 'command' needs keys"):
+        controller_task_types(ControllerSettings(insecure=True, local=local, task_types=["command"]))

@@ -140,6 +140,13 @@ class CommandTask(Task):
     local_settings: ClassVar[type[Any] | None] = CommandLocal
     embedded_local: ClassVar[Mapping[str, Any] | None] = EMBEDDED_LOCAL
 
+    needs_keys: ClassVar[bool] = True
+
+    @classmethod
+    def off_because(cls, local: Any) -> str | None:
+        """Off until ``[controller.local.command] executables`` allows a program."""
+        return None if local.executables else OFF
+
     argv: list[str] = attrs.field(validator=_argv)
     shell: bool = False
     env: dict[str, str] = attrs.field(factory=dict, validator=_env)
