@@ -7,6 +7,7 @@ import json
 import logging
 import logging.handlers
 import os
+import shutil
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -26,6 +27,7 @@ from cyclone_core.config import (
     load_config,
 )
 from cyclone_core.engine.curve import key_dir, status_keys
+from cyclone_core.engine.error_summary import ErrorGroup, format_error_line
 from cyclone_core.engine.local import run_local
 from cyclone_core.engine.master import Master
 from cyclone_core.engine.pidfile import PidFile
@@ -186,12 +188,29 @@ def _print_summary(summary: dict[str, Any]) -> None:
         f"{summary['quarantined']:,} quarantined ({summary['timed_out']:,} attempts timed out, "
         f"{summary['crashed']:,} crashed)"
     )
+    _print_errors(summary)
     if summary["interrupted"]:
         typer.echo(f"  stopped early: {summary['submitted'] - settled:,} tasks taken from the generator did not run")
     if summary["undelivered"]:
         typer.echo(f"  {summary['undelivered']:,} results could not be delivered to the sinks yet")
     if summary["generator_error"]:
         typer.echo(f"  the generator failed: {summary['generator_error']}")
+
+
+def _print_errors(summary: dict[str, Any]) -> None:
+    """The most common errors, one line each within the terminal's width."""
+    errors = summary.get("errors")
+    if not errors:
+        return
+    typer.echo("  most common errors:")
+    width = shutil.get_terminal_size().columns
+    for error in errors:
+        group = ErrorGroup(error["error"], error["count"], error["tasks"])
+        typer.echo(format_error_line(group, width, summary["run_id"]))
+    shown = sum(error["count"] for error in errors)
+    not_ok = summary["failed"] + summary["quarantined"]
+    if not_ok > shown:
+        typer.echo(f"    and {not_ok - shown:,} tasks with other errors")
 
 
 @app.command()

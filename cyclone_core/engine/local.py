@@ -30,6 +30,7 @@ from typing import Any
 import attrs
 
 from cyclone_core.config import Config, ControllerSettings, build_generator, build_sinks
+from cyclone_core.engine.error_summary import ErrorSummary
 from cyclone_core.engine.execution import embedded_tables
 from cyclone_core.engine.master import Master
 from cyclone_core.model import TaskGenerator
@@ -115,7 +116,8 @@ def run_local(
     ``controllers`` local controllers, until the generator is exhausted and every task has settled.
 
     Returns ``cyclone run``'s exit code (0 when every task succeeded, else 1) and the master's
-    summary.  The master stops early (and drains) when
+    summary, with ``errors``: the most common errors of the tasks that did not succeed
+    (:mod:`~cyclone_core.engine.error_summary`).  The master stops early (and drains) when
     its controllers all exit, or when asked to with :meth:`Master.request_stop` (``on_master``
     receives the master just before it runs, so a caller can wire signals to that).  The child
     controllers are always reaped.
@@ -130,8 +132,12 @@ def run_local(
     """
     # mkdtemp: mode 0700, so the socket in it is this user's alone.
     private = tempfile.mkdtemp(prefix="cyclone-run-")
+    plugins = get_plugins()
+    errors = ErrorSummary()
+    # Told of each batch of terminal results by the master; it looks only at those not ok.
+    errors_plugin = plugins.register(errors, name=f"cyclone-run-errors-{id(errors)}").name
     try:
-        return _run_local(
+        code, summary = _run_local(
             config,
             private,
             controllers=controllers,
@@ -141,7 +147,10 @@ def run_local(
             generator=generator or build_generator(config),
         )
     finally:
+        plugins.unregister(errors_plugin)
         shutil.rmtree(private, ignore_errors=True)
+    summary["errors"] = [group.as_dict() for group in errors.top()]
+    return code, summary
 
 
 def _run_local(
