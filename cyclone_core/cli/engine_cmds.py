@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import logging.handlers
@@ -10,6 +11,7 @@ import os
 import shutil
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any, TextIO
 
@@ -32,7 +34,7 @@ from cyclone_core.engine.local import run_local
 from cyclone_core.engine.master import Master
 from cyclone_core.engine.pidfile import PidFile
 from cyclone_core.engine.status import fetch_status, format_duration, render_status
-from cyclone_core.errors import UsageError
+from cyclone_core.errors import CycloneError, UsageError
 
 __all__ = ("controller", "master", "run", "status")
 
@@ -352,7 +354,7 @@ def controller(  # noqa: PLR0917
 
 
 @app.command()
-def status(
+def status(  # noqa: PLR0917
     master_endpoint: Annotated[
         str, typer.Option("--master", help="The master's endpoint, tcp://HOST:PORT.")
     ] = "tcp://127.0.0.1:5678",
@@ -360,14 +362,64 @@ def status(
     timeout: Annotated[float, typer.Option("--timeout", min=0.1, help="Seconds to wait for the master.")] = 5.0,
     keys: KeysOption = None,
     insecure: InsecureOption = False,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Show the status again every --interval seconds, until Ctrl-C.")
+    ] = False,
+    interval: Annotated[float, typer.Option("--interval", min=0.1, help="Seconds between two looks (--watch).")] = 2.0,
 ) -> None:
     """Show a running master's controllers, queue, throughput and failures.
 
     It asks with a key the master admits as an admin: in the key directory, the master's own
-    (on the master's host) or a controller keypair allowed with --admin.
+    (on the master's host) or a controller keypair allowed with --admin.  With --watch it
+    redraws the status in place on a terminal (elsewhere: one snapshot per interval, each after
+    an empty line; with --json one JSON object a line) until Ctrl-C (exit code 0) or until the
+    master goes away (exit code 1).
     """
-    snapshot = fetch_status(master_endpoint, timeout, None if insecure else status_keys(key_dir(keys or "")))
-    if as_json:
-        typer.echo(json.dumps(snapshot, indent=2))
-    else:
-        render_status(snapshot, Console())
+    client_keys = None if insecure else status_keys(key_dir(keys or ""))
+
+    def fetch() -> dict[str, Any]:
+        return fetch_status(master_endpoint, timeout, client_keys)
+
+    if not watch:
+        snapshot = fetch()
+        if as_json:
+            typer.echo(json.dumps(snapshot, indent=2))
+        else:
+            render_status(snapshot, Console())
+        return
+    try:
+        _watch_status(fetch, master_endpoint, interval, as_json)
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+
+
+def _watch_status(fetch: Callable[[], dict[str, Any]], endpoint: str, interval: float, as_json: bool) -> None:
+    """Show ``fetch()`` every ``interval`` seconds: in place on a terminal, else one after the other."""
+    out = sys.stdout
+    in_place = out.isatty() and not as_json
+    drawn = 0  # lines of the last frame on the terminal
+    snapshots = 0
+    while True:
+        try:
+            snapshot = fetch()
+        except CycloneError as exc:
+            if not snapshots:
+                raise  # never reached: the one-line error of a plain `cyclone status`
+            raise CycloneError(f"the master at {endpoint} went away: {exc}") from None
+        snapshots += 1
+        if as_json:
+            out.write(json.dumps(snapshot) + "\n")
+        else:
+            width = shutil.get_terminal_size().columns
+            console = Console(file=io.StringIO(), width=width, force_terminal=in_place, no_color=not in_place)
+            console.print(f"{time.strftime('%H:%M:%S')}, every {interval:g} s (Ctrl-C to stop)", highlight=False)
+            render_status(snapshot, console)
+            frame = console.file.getvalue()  # type: ignore[attr-defined]
+            if in_place:
+                # Back to the first line of the last frame, erase to the end of the screen, redraw.
+                out.write((f"\x1b[{drawn}F\x1b[J" if drawn else "") + frame)
+                drawn = frame.count("\n")
+            else:
+                out.write(("\n" if snapshots > 1 else "") + frame)
+        out.flush()
+        time.sleep(interval)
