@@ -52,6 +52,7 @@ from cyclone_core.engine.controller_session import (
     Effect,
     Exit,
     RecordEnrollment,
+    ResumePool,
     Send,
     SendResults,
     Submit,
@@ -110,6 +111,7 @@ class Controller:
         self.stop = stop
         self.host = socket.gethostname()
         self.id = settings.id or f"{self.host}-{os.getpid()}"
+        self._connections = 0  # sockets opened so far (each has a routing id of its own)
         self.workers = settings.workers or len(os.sched_getaffinity(0))
         # Only the types it is configured to run, their local settings checked: a mistake ends
         # the start with one line.
@@ -152,6 +154,7 @@ class Controller:
             Connect: self._do_connect,
             Disconnect: self._do_disconnect,
             DrainPool: self._do_drain,
+            ResumePool: self._do_resume,
             AbortPool: self._do_abort,
             Exit: self._do_exit,
             RecordEnrollment: self._do_record_enrollment,
@@ -313,6 +316,9 @@ class Controller:
     def _do_drain(self, effect: DrainPool, now: float) -> None:
         self.pool.drain()
 
+    def _do_resume(self, effect: ResumePool, now: float) -> None:
+        self.pool.resume()
+
     def _do_abort(self, effect: AbortPool, now: float) -> None:
         self.session.aborted(self.pool.abort(), now)
 
@@ -342,7 +348,11 @@ class Controller:
     def _open_socket(self) -> None:
         assert self._context is not None
         sock = self._context.socket(zmq.DEALER)
-        sock.setsockopt(zmq.ROUTING_ID, self.id.encode())
+        # A routing id of its own for each connection: the master turns away a connection under
+        # a routing id it still has (no handover), and may still have the last one for a while
+        # (a half-open TCP connection); the controller id travels in Hello.
+        self._connections += 1
+        sock.setsockopt(zmq.ROUTING_ID, f"{self.id}.{self._connections}".encode())
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
         if self.keys is not None:

@@ -307,7 +307,7 @@ def test_hello_then_dispatched_tasks_come_back_as_results_with_credit(
     controller = start_controller(master.endpoint)
     hello = master.welcome()
     assert hello.controller_id == f"{socket.gethostname()}-{controller.pid}"
-    assert master.identity == hello.controller_id.encode()
+    assert master.identity == f"{hello.controller_id}.1".encode()  # its first connection
     assert (hello.host, hello.pid, hello.workers) == (socket.gethostname(), controller.pid, 2)
     assert hello.credit == 2 * INITIAL_PREFETCH
     assert {"noop", "sleep", "fail", "crash", "hang"} <= set(hello.task_types)
@@ -372,9 +372,11 @@ def test_a_silent_master_means_a_new_socket_that_registers_again(
     # The delays between reconnects are the session's: test_controller_session.py.
     start_controller(master.endpoint, master_timeout=0.5)
     first = master.welcome()
+    identities = {master.identity}
     for _ in range(3):  # silence: each time a new socket says Hello again, under the same id
         assert master.expect(Hello).controller_id == first.controller_id
-        assert master.identity == first.controller_id.encode()
+        identities.add(master.identity)  # and a routing id of its own
+    assert len(identities) == 4
     master.welcome()
     master.expect(Heartbeat)
     master.send(Dispatch([noop("after-reconnects")]))
