@@ -95,6 +95,9 @@ class ControllerSettings:
     max_reconnects: int = attrs.field(default=0, validator=attrs.validators.ge(0))
     #: Seconds a draining controller waits for running tasks before handing them back.
     drain_timeout: float = attrs.field(default=30.0, validator=attrs.validators.ge(0))
+    #: After its master's run ends (Shutdown), wait for the next master instead of exiting: a
+    #: long-lived controller (systemd, a Slurm job) that serves run after run.
+    stay: bool = False
     #: Registered task types this controller runs and announces; empty: every installed one.
     #: A dispatched task of another type is refused.
     task_types: list[str] = attrs.field(factory=list)

@@ -322,11 +322,15 @@ def controller(  # noqa: PLR0917
     ] = None,
     keys: KeysOption = None,
     insecure: InsecureOption = False,
+    stay: Annotated[
+        bool, typer.Option("--stay", help="When the master's run ends, wait for the next master instead of exiting.")
+    ] = False,
 ) -> None:
     """Run a controller daemon: take tasks from the master and run them in worker processes.
 
     It connects with its keypair to the master whose key it pinned (``cyclone keys``), or
     enrolls with a join token first.  It may start before its master and keeps reconnecting.
+    When the master's run ends it exits, or with --stay waits for the next master.
     SIGTERM or SIGINT drains it: running tasks finish (or are handed back), results are
     delivered, then it says goodbye.
     """
@@ -342,6 +346,7 @@ def controller(  # noqa: PLR0917
         "token": token,
         "keys": keys,
         "insecure": insecure or None,  # the flag only turns it on
+        "stay": stay or None,
     }
     for name, value in options.items():
         if value is not None:

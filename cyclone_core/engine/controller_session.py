@@ -27,6 +27,12 @@ What it keeps:
   (cut short by the stop, not by a fault of their own); then up to ``master_timeout`` for the
   Acks of the last results; Goodbye; exit code 0, or 1 when results stayed unacknowledged.  A
   second signal skips the waiting.  Refuse means exit code 2 at once.
+- **Run after run.**  With ``stay``, a Shutdown drains the same way, but after the Goodbye the
+  controller disconnects and waits for a master again (a new connection after a delay doubling
+  from ``reconnect_interval`` up to ``reconnect_max`` while the old master still says the run is
+  over); a Welcome of another master starts the next run.  A signal still drains and exits.
+  Without ``stay``, a controller whose run is over (it got Shutdown) gives up once its master
+  has been silent for :data:`RUN_OVER_TIMEOUTS` times ``master_timeout``.
 - **Distrust.**  Only messages a master sends are taken, each by its handler in
   :data:`_HANDLERS`; anything else is counted and logged now and then.  The numbers of a
   Welcome are kept within :data:`WELCOME_LIMITS`.
@@ -75,6 +81,7 @@ __all__ = (
     "INITIAL_PREFETCH",
     "MAX_PREFETCH",
     "MIN_PREFETCH",
+    "RUN_OVER_TIMEOUTS",
     "WELCOME_LIMITS",
     "AbortPool",
     "Connect",
@@ -85,6 +92,7 @@ __all__ = (
     "Exit",
     "HeldTasks",
     "RecordEnrollment",
+    "ResumePool",
     "Send",
     "SendResults",
     "Submit",
@@ -110,6 +118,9 @@ WELCOME_LIMITS: dict[str, tuple[float, float]] = {
     "heartbeat_interval": (0.05, 3600.0),
     "controller_timeout": (0.05 * HEARTBEATS_PER_TIMEOUT, 86400.0),
 }
+#: A controller without ``stay`` whose run is over gives up once its master has been silent for
+#: this many ``master_timeout``: it does not reconnect for ever to a master that finished.
+RUN_OVER_TIMEOUTS = 2
 #: Seconds between two log lines about bad messages from the master.
 COMPLAIN_EVERY = 10.0
 
@@ -157,6 +168,11 @@ class DrainPool:
 
 
 @attrs.define
+class ResumePool:
+    """Make the pool start tasks again after a drain (the controller stays for the next run)."""
+
+
+@attrs.define
 class AbortPool:
     """Kill the workers running tasks; report the ids of those tasks to
     :meth:`ControllerSession.aborted`."""
@@ -178,10 +194,13 @@ class RecordEnrollment:
     ids: str
 
 
-Effect = Send | SendResults | Connect | Disconnect | Submit | DrainPool | AbortPool | Exit | RecordEnrollment
+Effect = (
+    Send | SendResults | Connect | Disconnect | Submit | DrainPool | ResumePool | AbortPool | Exit | RecordEnrollment
+)
 _NOTHING: tuple[Effect, ...] = ()
 
 _CONNECT, _DISCONNECT, _DRAIN_POOL, _ABORT_POOL = Connect(), Disconnect(), DrainPool(), AbortPool()
+_RESUME_POOL = ResumePool()
 
 
 class HeldTasks(Protocol):
@@ -250,6 +269,8 @@ class ControllerSession:
         self._master_id: str | None = None
         self._hello_at = -math.inf
         self._heard_at = 0.0
+        # When the master last said anything, on any socket.
+        self._last_heard = 0.0
         self._reconnects = 0
         self._reconnect_at = math.inf
         self._heartbeat_at = math.inf
@@ -260,6 +281,13 @@ class ControllerSession:
         # Handbacks waiting for a welcomed connection: (task ids, reason).
         self._handbacks: list[tuple[list[str], str]] = []
         self._draining = False
+        # The drain under way ends by waiting for the next run, not by exiting (stay).
+        self._stay_after_drain = False
+        # The master said the run is over (Shutdown); ``_done_master`` is the one that said it.
+        self._run_over = False
+        self._done_master: str | None = None
+        # Masters in a row that said the run is over since the last run began: the backoff.
+        self._idle_rounds = 0
         self._aborted = False
         self._drain_deadline = math.inf
         self._acks_deadline = math.inf
@@ -298,6 +326,8 @@ class ControllerSession:
         if self._draining:
             # Waiting for running tasks (or, past it, going on after the pool was aborted), then acks.
             due = self._drain_deadline if self._acks_deadline == math.inf else self._acks_deadline
+        if self._run_over and not self.settings.stay:
+            due = min(due, self._last_heard + RUN_OVER_TIMEOUTS * self._master_timeout)
         if not self._connected:
             return min(due, self._reconnect_at)
         due = min(due, self._heard_at + self._master_timeout)
@@ -311,7 +341,7 @@ class ControllerSession:
 
     def start(self, now: float) -> Sequence[Effect]:
         """The first socket is open: register."""
-        self._heard_at = now
+        self._heard_at = self._last_heard = now
         self._send_hello(now)
         return self._take()
 
@@ -323,7 +353,7 @@ class ControllerSession:
         if handler is None:
             self._complain(f"unexpected {message.tag} message", now)
             return _NOTHING
-        self._heard_at = now
+        self._heard_at = self._last_heard = now
         self._reconnects = 0
         handler(self, message, now)
         return self._take()
@@ -393,7 +423,10 @@ class ControllerSession:
         """SIGTERM, SIGINT or SIGHUP: drain; when draining already, stop now."""
         if self.exit_code is not None:
             return _NOTHING
-        if self._draining:
+        if self._stay_after_drain:
+            self._stay_after_drain = False
+            log.info("signal received: exiting once drained")
+        elif self._draining:
             log.warning("signal received again: stopping now")
             self._drain_deadline = self._acks_deadline = now
             self._check_drain(now)
@@ -404,6 +437,7 @@ class ControllerSession:
     def stop_requested(self, now: float) -> Sequence[Effect]:
         """Asked to stop (the ``stop`` event of :func:`~cyclone_core.engine.controller.run_controller`)."""
         if self.exit_code is None:
+            self._stay_after_drain = False
             self._start_drain("asked to stop", now)
         return self._take()
 
@@ -447,10 +481,14 @@ class ControllerSession:
             log.debug("ignored a Welcome while registered (one per Hello crossing)")
             return
         again = self._master_id is not None
+        if self._run_over and message.master_id != self._done_master:
+            log.info("a new run: master %s (run %s)", message.master_id, message.run_id)
+            self._run_over, self._idle_rounds, again = False, 0, False
         self._welcomed = True
         self._master_id = message.master_id
         self.heartbeat_interval = self._heartbeat_for(message)
-        log.info(
+        log.log(
+            logging.DEBUG if self._run_over else logging.INFO,  # the finished run's master, again
             "%s with master %s (run %s)",
             "registered again" if again else "registered",
             message.master_id,
@@ -471,7 +509,15 @@ class ControllerSession:
             self._send_hello(now)
 
     def _on_shutdown(self, message: Shutdown, now: float) -> None:
-        self._start_drain(f"the master asks it to stop: {message.reason}", now)
+        self._run_over = True
+        self._done_master = self._master_id
+        if self._draining:
+            return
+        if self.settings.stay:
+            self._stay_after_drain = True
+            self._start_drain(f"the run is over: {message.reason}; staying for the next one", now)
+        else:
+            self._start_drain(f"the master asks it to stop: {message.reason}", now)
 
     def _on_enrolled(self, message: Enrolled, now: float) -> None:
         if self._enroll is None:
@@ -521,6 +567,19 @@ class ControllerSession:
 
     def _check_master(self, now: float) -> None:
         settings = self.settings
+        if self._run_over and not settings.stay:
+            silent = now - self._last_heard
+            if silent >= RUN_OVER_TIMEOUTS * settings.master_timeout:
+                log.error(
+                    "the run is over and master %s has been silent for %.1f s; exiting (%d tasks held and %d "
+                    "results unacknowledged are abandoned)",
+                    settings.master,
+                    silent,
+                    len(self._pool.jobs),
+                    len(self.unacked),
+                )
+                self._exit(1 if self._pool.jobs or self.unacked else 0)
+                return
         if not self._connected:
             if now >= self._reconnect_at:
                 self._connected = True
@@ -543,7 +602,7 @@ class ControllerSession:
                 )
                 self._exit(1)
                 return
-            delay = min(settings.reconnect_interval * 2 ** (self._reconnects - 1), settings.reconnect_max)
+            delay = _backoff(settings, self._reconnects - 1)
             if self._master_id is None and self._key_dir is not None:  # never heard on any socket
                 log.warning(
                     "no answer from master %s: is it running, and is its key the one pinned in %s? "
@@ -553,7 +612,14 @@ class ControllerSession:
                     delay,
                 )
             else:
-                log.warning("master %s silent for %.1f s; reconnecting in %.1f s", settings.master, silent, delay)
+                # Between runs a silent master is what a controller that stays waits through.
+                log.log(
+                    logging.DEBUG if self._run_over else logging.WARNING,
+                    "master %s silent for %.1f s; reconnecting in %.1f s",
+                    settings.master,
+                    silent,
+                    delay,
+                )
             self._connected = self._welcomed = False
             self._reconnect_at = now + delay
             self._out.append(_DISCONNECT)
@@ -600,10 +666,37 @@ class ControllerSession:
         if self.unacked and now < self._acks_deadline:
             return
         if self.unacked:
-            log.error("exiting with %d results the master did not acknowledge", len(self.unacked))
+            log.error(
+                "%s with %d results the master did not acknowledge",
+                "waiting for the next run" if self._stay_after_drain else "exiting",
+                len(self.unacked),
+            )
         self._out.append(Send(Goodbye("shutdown")))
+        if self._stay_after_drain:
+            self._wait_for_next_run(now)
+            return
         log.info("controller %s stopped", self._hello.controller_id)
         self._exit(1 if self.unacked else 0)
+
+    def _wait_for_next_run(self, now: float) -> None:
+        """The drain after a run is over: disconnect, take tasks again, connect after a delay
+        that doubles while masters say the run is over."""
+        settings = self.settings
+        delay = _backoff(settings, self._idle_rounds)
+        log.log(
+            logging.INFO if self._idle_rounds == 0 else logging.DEBUG,
+            "drained; waiting for the next run (connecting again in %.1f s)",
+            delay,
+        )
+        self._idle_rounds += 1
+        self.unacked.clear()  # results of a run that is over: no master will take them
+        self._fresh, self._handbacks = [], []
+        self._draining = self._aborted = self._stay_after_drain = False
+        self._drain_deadline = self._acks_deadline = math.inf
+        self._connected = self._welcomed = False
+        self._outstanding = 0
+        self._reconnect_at = now + delay
+        self._out += [_RESUME_POOL, _DISCONNECT]
 
     def _exit(self, code: int) -> None:
         self.exit_code = code
@@ -661,6 +754,13 @@ class ControllerSession:
             return _NOTHING
         self._out = []
         return out
+
+
+def _backoff(settings: ControllerSettings, rounds: int) -> float:
+    """The delay before a new connection after ``rounds`` in a row: ``reconnect_interval``
+    doubled each round, up to ``reconnect_max`` (the exponent is capped: a controller may
+    reconnect for days, and 2.0 ** 1024 overflows)."""
+    return min(settings.reconnect_interval * 2.0 ** min(rounds, 64), settings.reconnect_max)
 
 
 _Handler = Callable[[ControllerSession, Any, float], None]

@@ -197,6 +197,10 @@ class PoolState:
             del self.jobs[job.envelope.id]
         return waiting
 
+    def resume(self) -> None:
+        """Assign jobs again after a drain (a controller that stays for the next run)."""
+        self.draining = False
+
     def held_ids(self) -> list[str]:
         """Ids of every job held, waiting or assigned."""
         return list(self.jobs)

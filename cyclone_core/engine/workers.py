@@ -256,6 +256,15 @@ class WorkerPool:
         for worker in self._workers.values():
             worker.slot[_DRAIN] = 1.0
 
+    def resume(self) -> None:
+        """Start tasks again after a drain that ended with nothing held: the workers run what
+        they get, and those killed while draining are replaced."""
+        self.state.resume()
+        for worker in self._workers.values():
+            worker.slot[_DRAIN] = 0.0
+        for _ in range(self.size - len(self._workers)):
+            self._spawn()
+
     def abort(self) -> list[str]:
         """Kill every worker that holds a task; returns the ids of the tasks they were running
         (their queued ones go to :attr:`handed_back` as :meth:`drain` does)."""

@@ -18,6 +18,7 @@ from cyclone_core.engine.controller_session import (
     HOLD_BUDGET,
     INITIAL_PREFETCH,
     MAX_PREFETCH,
+    RUN_OVER_TIMEOUTS,
     WELCOME_LIMITS,
     AbortPool,
     Connect,
@@ -27,6 +28,7 @@ from cyclone_core.engine.controller_session import (
     Effect,
     Exit,
     RecordEnrollment,
+    ResumePool,
     Send,
     SendResults,
     Submit,
@@ -140,6 +142,9 @@ class Harness:
                 self.disconnects.append(self.now)
             elif isinstance(effect, DrainPool):
                 self.pool.drain()
+            elif isinstance(effect, ResumePool):
+                assert not self.pool.jobs
+                self.pool.draining = False
             elif isinstance(effect, AbortPool):
                 self.session.aborted(self.pool.abort(), self.now)
             elif isinstance(effect, Exit):
@@ -183,8 +188,10 @@ class Harness:
         self.now = until
         self.tick()
 
-    def welcome(self, heartbeat_interval: float = 1.0, controller_timeout: float = 20.0) -> None:
-        self.receive(Welcome("master", "run1", heartbeat_interval, controller_timeout))
+    def welcome(
+        self, heartbeat_interval: float = 1.0, controller_timeout: float = 20.0, master: str = "master"
+    ) -> None:
+        self.receive(Welcome(master, "run1", heartbeat_interval, controller_timeout))
 
     def dispatch(self, *task_ids: str) -> None:
         self.receive(Dispatch([TaskEnvelope(task_id, "noop") for task_id in task_ids]))
@@ -673,3 +680,98 @@ def test_a_key_the_master_does_not_admit_is_said_and_it_keeps_trying(caplog: pyt
         "the master at tcp://127.0.0.1:5678 does not admit this controller's key (/keys/controller.public): "
         "allow it there with `cyclone keys allow`, or enroll with --token"
     )
+
+
+# -- run after run (stay) ---------------------------------------------------------------------------
+
+
+def test_with_stay_a_shutdown_drains_says_goodbye_and_waits_for_the_next_master() -> None:
+    h = Harness(stay=True)
+    h.welcome(master="m1")
+    h.dispatch("r1", "w1")
+    h.start("r1")
+    h.take()
+    h.receive(Shutdown("the run is over"))
+    assert h.take() == [Heartbeat(running=["r1", "w1"], draining=True), Handback(["w1"], "draining")]
+    h.finish("r1")
+    assert result_ids(h.take()) == ["r1"]
+    h.receive(Ack(["r1"]))
+    assert h.take() == [Goodbye("shutdown")]
+    assert (h.exit_code, h.connected, h.pool.draining) == (None, False, False)
+    h.advance(0.5)  # reconnect_interval
+    assert h.connects == [h.now]
+    assert [type(m) for m in h.take()] == [Hello]
+    h.welcome(master="m2")  # the next run
+    h.take()
+    h.dispatch("n1")
+    assert "n1" in h.pool.jobs
+    h.finish("n1")
+    assert result_ids(h.take()) == ["n1"]
+
+
+def test_with_stay_the_finished_master_saying_so_again_backs_off_until_a_new_one_comes() -> None:
+    h = Harness(stay=True, reconnect_interval=0.5, reconnect_max=4.0)
+    h.welcome(master="m1")
+    h.receive(Shutdown("over"))
+    for _ in range(5):  # the old master still runs its stop sequence: Welcome, then Shutdown
+        h.advance(h.session.deadline() - h.now)
+        h.welcome(master="m1")
+        h.receive(Shutdown("over"))
+        assert h.exit_code is None
+    delays = [opened - closed for closed, opened in zip(h.disconnects, h.connects, strict=False)]
+    assert delays == [0.5, 1.0, 2.0, 4.0, 4.0]
+    h.advance(h.session.deadline() - h.now)
+    h.welcome(master="m2")  # a new master: a new run, and the backoff starts afresh
+    h.receive(Shutdown("over"))
+    h.advance(10.0)
+    assert h.connects[-1] - h.disconnects[-1] == 0.5
+
+
+def test_with_stay_a_signal_still_drains_and_exits() -> None:
+    h = Harness(stay=True)
+    h.welcome()
+    h.dispatch("r1")
+    h.start("r1")
+    h.receive(Shutdown("over"))
+    h.signal()  # during the drain for the next run: exit once drained instead
+    h.finish("r1")
+    h.receive(Ack(["r1"]))
+    assert h.exit_code == 0
+    h = Harness(stay=True)
+    h.welcome()
+    h.receive(Shutdown("over"))
+    assert not h.connected
+    h.signal()  # between runs
+    assert h.exit_code == 0
+
+
+def test_with_stay_a_long_wait_for_the_next_master_is_not_given_up() -> None:
+    h = Harness(stay=True, master_timeout=10.0, reconnect_max=30.0)
+    h.welcome()
+    h.receive(Shutdown("over"))
+    h.advance(24 * 3600.0)
+    assert h.exit_code is None
+    assert len(h.connects) > 1000
+
+
+def test_without_stay_a_run_that_is_over_gives_up_on_a_silent_master(caplog: pytest.LogCaptureFixture) -> None:
+    h = Harness(master_timeout=10.0, drain_timeout=3600.0)
+    h.welcome()
+    h.dispatch("r1")
+    h.start("r1")
+    h.receive(Shutdown("over"))  # then the master is gone, while a task still runs
+    with caplog.at_level(logging.ERROR, "cyclone.controller"):
+        h.advance(RUN_OVER_TIMEOUTS * 10.0 - 0.1)
+        assert h.exit_code is None
+        h.advance(0.1)
+    assert h.exit_code == 1
+    (error,) = caplog.records
+    assert "the run is over and master" in error.getMessage()
+    assert "1 tasks held" in error.getMessage()
+
+
+def test_without_stay_a_run_that_is_not_over_reconnects_for_ever() -> None:
+    h = Harness(master_timeout=10.0, reconnect_max=30.0)
+    h.welcome()
+    h.advance(24 * 3600.0)
+    assert h.exit_code is None
