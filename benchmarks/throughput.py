@@ -99,12 +99,12 @@ def make_keys(workdir: Path) -> tuple[Path, Path]:
     return master, controller
 
 
-def distributed_run(workdir: Path, count: int, keys: tuple[Path, Path] | None) -> float:
+def distributed_run(workdir: Path, count: int, keys: tuple[Path, Path] | None, run: int) -> float:
     """No-op tasks per second between a ``cyclone master`` and a ``cyclone controller`` (2
     workers, TCP on loopback); ``keys``: CurveZMQ, else plaintext.  The rate is read from the
     tasks' start times in the sink, over the middle 90% of the run (start-up and the last
     stragglers aside), so that the processes' start-up does not count."""
-    name = f"{'curve' if keys else 'plain'}-{count}"
+    name = f"{'curve' if keys else 'plain'}-{count}-{run}"
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     security = [f'keys = "{keys[0]}"', f'keys = "{keys[1]}"'] if keys else ["insecure = true"] * 2
     config = workdir / f"{name}.toml"
@@ -174,9 +174,9 @@ def main() -> None:
 
         keys = make_keys(workdir)
         rates: dict[str, list[float]] = {"CurveZMQ": [], "plaintext": []}
-        for _ in range(2):  # interleaved, so that the machine's drift touches both alike
-            rates["CurveZMQ"].append(distributed_run(workdir, long_, keys))
-            rates["plaintext"].append(distributed_run(workdir, long_, None))
+        for run in range(3):  # interleaved, so that the machine's drift touches both alike
+            rates["CurveZMQ"].append(distributed_run(workdir, long_, keys, run))
+            rates["plaintext"].append(distributed_run(workdir, long_, None, run))
         curve, plain = statistics.median(rates["CurveZMQ"]), statistics.median(rates["plaintext"])
         print(
             f"master and controller processes over TCP: {curve:,.0f} no-op tasks/s with CurveZMQ, {plain:,.0f} in "

@@ -103,6 +103,11 @@ _READ_SIZE = 256 * 1024
 _POLLIN, _POLLOUT = int(zmq.POLLIN), int(zmq.POLLOUT)
 # A worker sends the results it holds before starting another task once the oldest is this old.
 _FLUSH_AFTER = 0.001
+#: A task shorter than this cannot have started a process (a fork or a spawn takes far
+#: longer), so the worker looks for leftovers (about 2 us) only after longer tasks, and at
+#: least every ``_CHECK_EVERY`` seconds (a process started later by a thread the task left).
+_SPAWN_TAKES = 20e-6
+_CHECK_EVERY = 0.1
 
 _pack = msgpack.Packer().pack
 #: The start of a result message: msgpack's header of a list of three, and the kind.
@@ -718,6 +723,7 @@ def _serve(sock: socket.socket, slot: Array[c_double], send: Any, runner: TaskRu
     first = 0.0
     buffer = memoryview(bytearray(_READ_SIZE))  # reused: the unpacker copies what it is fed
     recv_into, monotonic, run = sock.recv_into, time.monotonic, runner.run
+    check_at = 0.0
     while True:
         if not inbox:
             if pending:
@@ -745,7 +751,10 @@ def _serve(sock: socket.socket, slot: Array[c_double], send: Any, runner: TaskRu
             first = now
         # [_RESULT, seq, row] with the row packed once, size-checked, by the runner.
         pending.append(_RESULT_HEAD + _pack(row[0]) + run(row[1:]))
-        end_leftovers()  # one waitpid() call when the task left no process, the rule
+        ended = monotonic()
+        if ended - now >= _SPAWN_TAKES or ended >= check_at:
+            end_leftovers()  # one waitpid() call when the task left no process, the rule
+            check_at = ended + _CHECK_EVERY
 
 
 def _worker_plugins(plugin_modules: Sequence[tuple[str, str]]) -> Plugins:
