@@ -29,13 +29,14 @@ from cyclone_core.model import (
 from cyclone_core.plugins import get_plugins
 
 if TYPE_CHECKING:
-    from cyclone_core.api import LocalCluster
+    from cyclone_core.api import Client, LocalCluster
     from cyclone_core.builtins.command import CommandTask
     from cyclone_core.results import read_results
 
 #: Public names imported when first used: the engine and the built-ins are not needed to
 #: write a plugin, and ``import cyclone_core`` stays quick.
 _LAZY = {
+    "Client": "cyclone_core.api",
     "CommandTask": "cyclone_core.builtins.command",
     "LocalCluster": "cyclone_core.api",
     "read_results": "cyclone_core.results",
@@ -61,6 +62,7 @@ except PackageNotFoundError:  # running from a source tree that was not installe
 __all__ = (
     "Attempt",
     "ByteSize",
+    "Client",
     "CommandTask",
     "ConfigError",
     "CycloneError",

@@ -19,29 +19,59 @@ leaving the ``with`` block stops whatever still runs and reaps every process.
 As with :mod:`multiprocessing` and Dask, a script (not a notebook) that uses it must start
 its work under ``if __name__ == "__main__":``: the controllers' processes import the main
 module.
+
+:class:`Client` attaches to a master that runs already (``cyclone master --generator
+queue``), with an admin key: it submits tasks, takes the results as they arrive and reads the
+master's status::
+
+    with Client("tcp://master-host:5555", keys="~/.config/cyclone/keys") as client:
+        client.submit(CommandTask(argv=["./simulate", str(seed)]) for seed in range(1000))
+        for result in client.results():
+            print(result.key, result.status, result.error)
 """
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar
 
 import attrs
+import msgpack
+import zmq
 
 from cyclone_core.config import Config, load_config
+from cyclone_core.convert import unstructure
+from cyclone_core.engine import protocol
+from cyclone_core.engine.curve import ClientKeys, key_dir, status_keys
 from cyclone_core.engine.local import run_local
 from cyclone_core.engine.master import Master
+from cyclone_core.engine.status import fetch_status
 from cyclone_core.errors import CycloneError, UsageError
 from cyclone_core.model import Result, Task, TaskGenerator, TaskSpec
 from cyclone_core.plugins import get_plugins
 
-__all__ = ("LocalCluster",)
+__all__ = ("Client", "LocalCluster")
+
+log = logging.getLogger("cyclone.api")
 
 _END = object()
+
+
+def _registered(item: Task | TaskSpec) -> Task:
+    """The task of ``item``; ``TypeError`` unless it is a task of a registered type (the other
+    side builds it by that name)."""
+    task = item.task if isinstance(item, TaskSpec) else item
+    if not isinstance(task, Task):
+        raise TypeError(f"expected a Task or a TaskSpec, got {type(item).__name__}")
+    if get_plugins().task_type(task.name) is not type(task):
+        raise TypeError(f"{type(task).__name__} is not the registered task type '{task.name}'")
+    return task
 
 
 @attrs.define(kw_only=True)
@@ -59,16 +89,9 @@ class _Feed(TaskGenerator):
 
     def tasks(self) -> Iterator[Task | TaskSpec | None]:
         """The caller's tasks, each checked to be of a registered type."""
-        plugins = get_plugins()
         for item in self.source:
-            if item is None:  # a generator's "nothing right now"
-                yield None
-                continue
-            task = item.task if isinstance(item, TaskSpec) else item
-            if not isinstance(task, Task):
-                raise TypeError(f"expected a Task or a TaskSpec, got {type(item).__name__}")
-            if plugins.task_type(task.name) is not type(task):
-                raise TypeError(f"{type(task).__name__} is not the registered task type '{task.name}'")
+            if item is not None:  # None: a generator's "nothing right now"
+                _registered(item)
             yield item
 
     def total(self) -> int | None:
@@ -221,3 +244,147 @@ class LocalCluster:
                 yield item
         finally:
             self.close()
+
+
+#: Bytes of tasks in one Submit, roughly (well under the frame limit).
+_SUBMIT_BYTES = 8 * 1024 * 1024
+#: Seconds between two Fetches while no result comes.
+_POLL = 0.1
+
+
+class Client:
+    """A client attached to a running master (``cyclone master --generator queue``): submit
+    tasks, take the results as they arrive, read the status.  Its key must have the admin role
+    (the master's own key has it).
+
+    :param master: the master's endpoint (``tcp://host:port``).
+    :param keys: the key directory, as ``cyclone status --keys``: on the master's host, the
+        master's own keypair; elsewhere a keypair the master admits as an admin and the
+        pinned master key.  ``None``: the default key directory.
+    :param insecure: the master is plaintext (``master.insecure``): no keys.
+    :param timeout: seconds to wait for each answer of the master.
+
+    Tasks travel as their registered type names and plain data, never pickled, so a task
+    class must come from an installed plugin (or the built-ins).  Use it as a context manager,
+    or call :meth:`close`.
+    """
+
+    def __init__(
+        self, master: str, keys: str | Path | None = None, *, insecure: bool = False, timeout: float = 10.0
+    ) -> None:
+        self.master = master
+        self.timeout = timeout
+        self._keys: ClientKeys | None = None if insecure else status_keys(key_dir(str(keys or "")))
+        #: Results the master no longer held when this client asked for them.
+        self.missed = 0
+        self._after = 0  # the number of the last result taken
+        self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self._sock = self._context.socket(zmq.DEALER)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        if self._keys is not None:
+            self._keys.apply(self._sock)
+        try:
+            self._sock.connect(master)
+        except zmq.ZMQError as exc:
+            self.close()
+            raise CycloneError(f"cannot connect to master at {master}: {exc.strerror}") from None
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def submit(self, tasks: Iterable[Task | TaskSpec] | TaskGenerator, *, done: bool = True) -> int:
+        """Submit ``tasks`` (task objects, :class:`TaskSpec` objects or a generator, read to its
+        end) to the master's queue; returns how many.  ``done``: these are the last ones, the
+        run ends once they have all run.
+
+        :raises CycloneError: the master refused them (its generator takes no tasks, its queue
+            is full, a task is invalid): the tasks of earlier messages are queued, the others not.
+        :raises TypeError: an item is not a task of a registered type.
+        """
+        items = tasks.tasks() if isinstance(tasks, TaskGenerator) else tasks
+        sent = 0
+        batch: list[list[Any]] = []
+        size = 0
+        for item in items:
+            if item is None:  # a generator's "nothing right now"
+                continue
+            task = _registered(item)
+            key, timeout = (item.key, item.timeout) if isinstance(item, TaskSpec) else (None, None)
+            row = [task.name, unstructure(task), key, timeout]
+            row_size = len(msgpack.packb(row))
+            if batch and (len(batch) >= protocol.MAX_SUBMIT or size + row_size > _SUBMIT_BYTES):
+                sent += self._submit(batch, False, sent)
+                batch, size = [], 0
+            batch.append(row)
+            size += row_size
+        if batch or done:
+            sent += self._submit(batch, done, sent)
+        return sent
+
+    def results(self) -> Iterator[Result]:
+        """Yield the master's terminal results as they arrive, each once, until the master
+        says no more come (its run ended).  Leaving the loop early and calling again goes on
+        where it stopped.  Results the master no longer held (it keeps the latest 100,000)
+        are counted in :attr:`missed`, with a warning."""
+        while True:
+            reply = self._request(protocol.Fetch(self._after, protocol.MAX_FETCH), protocol.Fetched)
+            assert isinstance(reply, protocol.Fetched)
+            if reply.missed:
+                self.missed += reply.missed
+                log.warning(
+                    "%d results were gone from the master at %s before they were fetched", reply.missed, self.master
+                )
+            first = reply.last - len(reply.results) + 1
+            for seq, result in enumerate(reply.results, first):
+                if seq > self._after:
+                    self._after = seq
+                    yield result
+            self._after = max(self._after, reply.last)
+            if reply.finished:
+                return
+            if not reply.results:
+                time.sleep(_POLL)
+
+    def summary(self) -> dict[str, Any]:
+        """The master's status snapshot (what ``cyclone status --json`` prints): ``submitted``,
+        ``succeeded``, ``failed``, ``quarantined``, ``queued``, ``in_flight``, ..."""
+        return fetch_status(self.master, self.timeout, self._keys)
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        self._sock.close(0)
+        self._context.term()
+
+    def _submit(self, rows: list[list[Any]], done: bool, before: int) -> int:
+        try:
+            reply = self._request(protocol.Submit(rows, done), protocol.Submitted)
+        except CycloneError as exc:
+            raise CycloneError(f"{exc} ({before} tasks were submitted before these {len(rows)})") from None
+        assert isinstance(reply, protocol.Submitted)
+        return reply.count
+
+    def _request(self, message: protocol.Message, answer: type[Any]) -> protocol.Message:
+        """Send ``message`` and wait for its ``answer`` (or a Refuse, as :class:`CycloneError`)."""
+        sock = self._sock
+        while sock.poll(0):  # a late answer to an earlier request that timed out
+            sock.recv()
+        sock.send(protocol.encode(message))
+        deadline = time.monotonic() + self.timeout
+        while (left := deadline - time.monotonic()) > 0 and sock.poll(int(left * 1000) + 1):
+            try:
+                reply = protocol.decode(sock.recv())
+            except protocol.ProtocolError as exc:
+                raise CycloneError(f"master at {self.master} answered something else: {exc}") from None
+            if isinstance(reply, protocol.Refuse):
+                raise CycloneError(f"master at {self.master} refused: {reply.reason}")
+            if isinstance(reply, answer):
+                return reply
+        hint = ""
+        if self._keys is not None:
+            hint = f": is it running, is its key the one in {self._keys.directory}, and is this key an admin?"
+        raise CycloneError(f"no answer from a master at {self.master} within {self.timeout:g} s{hint}")

@@ -140,7 +140,7 @@ def test_json_listing_shows_what_each_plugin_provides(
     assert builtins["distribution"] == "cyclone-core"
     # Sets: the registry lists repeat after an in-process re-registration (see Plugins._build).
     assert {"noop", "sleep", "fail", "crash", "hang", "command"} <= set(builtins["task_types"])
-    assert set(builtins["generators"]) == {"benchmark", "tasks-file", "sweep"}
+    assert set(builtins["generators"]) == {"benchmark", "tasks-file", "sweep", "queue"}
     assert set(builtins["sinks"]) == {"sqlite", "jsonl"}
 
 

@@ -9,7 +9,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from cyclone_core.builtins.command import CommandTask
-from cyclone_core.builtins.generators import BenchmarkGenerator, SweepGenerator, TasksFileGenerator
+from cyclone_core.builtins.generators import (
+    BenchmarkGenerator,
+    QueueGenerator,
+    SweepGenerator,
+    TasksFileGenerator,
+)
 from cyclone_core.builtins.sinks import JsonlSink, SqliteSink
 from cyclone_core.builtins.tasks import CrashTask, FailTask, HangTask, NoopTask, SleepTask
 from cyclone_core.hookspecs import hookimpl
@@ -23,7 +28,7 @@ def cyclone_task_types() -> Sequence[type[Task]]:
 
 @hookimpl
 def cyclone_generators() -> Sequence[type[TaskGenerator]]:
-    return [BenchmarkGenerator, TasksFileGenerator, SweepGenerator]
+    return [BenchmarkGenerator, TasksFileGenerator, SweepGenerator, QueueGenerator]
 
 
 @hookimpl

@@ -1,5 +1,6 @@
 """Built-in task generators: ``benchmark`` (one task, many times), ``tasks-file`` (tasks
-listed in a TOML or JSON file) and ``sweep`` (one task template over a parameter grid or rows).
+listed in a TOML or JSON file), ``sweep`` (one task template over a parameter grid or rows)
+and ``queue`` (tasks submitted by clients attached to the master, :mod:`cyclone_core.api`).
 
 Each checks its tasks when it is built, so a bad task type or argument fails before the run
 with one line naming the task, and each hands tasks out lazily: a sweep of ten million points
@@ -10,7 +11,8 @@ from __future__ import annotations
 
 import json
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -22,7 +24,7 @@ from cyclone_core.errors import CycloneError
 from cyclone_core.model import Task, TaskGenerator, TaskSpec
 from cyclone_core.plugins import get_plugins
 
-__all__ = ("BenchmarkGenerator", "SweepGenerator", "TasksFileGenerator")
+__all__ = ("BenchmarkGenerator", "QueueGenerator", "SweepGenerator", "TasksFileGenerator")
 
 T = TypeVar("T")
 
@@ -342,3 +344,57 @@ class SweepGenerator(TaskGenerator):
     def total(self) -> int:
         """The number of points."""
         return len(self._expansion)
+
+
+# -- queue -------------------------------------------------------------------------------------
+
+
+@attrs.define(kw_only=True)
+class QueueGenerator(TaskGenerator):
+    """The tasks that clients submit to the master (``Client.submit`` of :mod:`cyclone_core.api`).
+
+    It yields what was submitted, in order, and ``None`` while nothing waits (the master asks
+    again a bit later); it is done once a client submitted with ``done=True`` and everything
+    submitted was handed out.  Not deterministic: a master resumed from its journal runs again
+    the tasks the journal still holds, but what waited here is gone.
+
+    :param max_waiting: tasks waiting to be handed out at most; a submission beyond is refused
+        whole (nothing of it is taken).
+    """
+
+    name: ClassVar[str] = "queue"
+    deterministic: ClassVar[bool] = False
+
+    max_waiting: int = attrs.field(default=100_000, validator=attrs.validators.ge(1))
+    _waiting: deque[TaskSpec] = attrs.field(init=False, factory=deque, repr=False, eq=False)
+    _done: bool = attrs.field(init=False, default=False, repr=False, eq=False)
+
+    def accept(self, specs: Sequence[TaskSpec], done: bool) -> None:
+        """Queue ``specs``; ``done``: no more tasks come after these.
+
+        :raises ValueError: the queue is closed (a client said ``done``), or ``specs`` do not
+            fit in it; nothing of ``specs`` is queued then.
+        """
+        if self._done:
+            raise ValueError("this master's queue is closed: a client submitted its last tasks (done=True)")
+        if len(self._waiting) + len(specs) > self.max_waiting:
+            raise ValueError(
+                f"the queue is full: {len(self._waiting)} tasks wait, at most {self.max_waiting}; submit again later"
+            )
+        self._waiting.extend(specs)
+        self._done = done
+
+    def tasks(self) -> Iterator[TaskSpec | None]:
+        """What was submitted, ``None`` while nothing waits; ends once ``done`` and empty."""
+        waiting = self._waiting
+        while True:
+            if waiting:
+                yield waiting.popleft()
+            elif self._done:
+                return
+            else:
+                yield None
+
+    def total(self) -> int | None:
+        """Unknown: clients may submit more."""
+        return None

@@ -58,6 +58,7 @@ from cyclone_core.engine.protocol import (
     Dispatch,
     Enroll,
     Enrolled,
+    Fetched,
     Goodbye,
     Handback,
     Heartbeat,
@@ -69,6 +70,7 @@ from cyclone_core.engine.protocol import (
     Sender,
     Shutdown,
     StatusReply,
+    Submitted,
     TaskEnvelope,
     Welcome,
     handler_table,
@@ -778,6 +780,8 @@ _HANDLERS: dict[type[Any], _Handler | None] = handler_table(
         Shutdown: ControllerSession._on_shutdown,
         Refuse: ControllerSession._on_refuse,
         Enrolled: ControllerSession._on_enrolled,
-        StatusReply: None,  # the answer to a status client
+        StatusReply: None,  # the answers to a status client
+        Submitted: None,
+        Fetched: None,
     },
 )

@@ -9,6 +9,12 @@ effects: journal the turn in one transaction, and only then send what depends on
 (acknowledgements, dispatches, pings); terminal results then go to the generator's
 ``on_result`` and the ``cyclone_results`` hook, and the delivery threads are woken.
 
+Attached clients (:class:`cyclone_core.api.Client`, with an admin key) submit tasks to a
+generator that takes them (``queue``) and fetch results from a ring of the latest ones, kept
+in memory only while a client may want them: with such a generator, or once a client asked.
+A master that a client fetches from waits, when stopping, until the client has all results
+(at most ``delivery_timeout``).
+
 Stopping (:meth:`Master.request_stop`, or a finite generator whose tasks have all settled):
 no more dispatches, Shutdown to every controller, then results, handbacks and goodbyes are
 taken in for at most ``drain_timeout`` seconds; the journal is flushed, and the sinks get at
@@ -20,6 +26,7 @@ from __future__ import annotations
 import base64
 import binascii
 import gc
+import itertools
 import logging
 import os
 import re
@@ -33,19 +40,20 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import zmq
 import zmq.utils.monitor
 from zmq.utils import z85
 
 from cyclone_core import keys
-from cyclone_core.convert import unstructure
+from cyclone_core.convert import structure, unstructure
 from cyclone_core.engine import protocol
 from cyclone_core.engine.curve import private_ipc
 from cyclone_core.engine.delivery import SinkDelivery
 from cyclone_core.engine.journal import Journal
 from cyclone_core.engine.master_core import Effects, EnrollRequest, MasterCore, Phase, peer_name
 from cyclone_core.engine.metrics import MetricsServer
-from cyclone_core.engine.protocol import Enrolled, Refuse, StatusReply
+from cyclone_core.engine.protocol import Enrolled, Fetch, Fetched, Refuse, StatusReply, Submit, Submitted
 from cyclone_core.engine.scheduler import Scheduler, TaskRecord
 from cyclone_core.errors import ConfigError, CycloneError, one_line_error
 from cyclone_core.model import Result, ResultSink, Status, Task, TaskGenerator, TaskSpec
@@ -75,6 +83,14 @@ _PEER_QUEUE = 100
 _HANDSHAKE_FAILED = zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
 #: Enrollments handled per loop turn at most (each reads and writes the key files).
 _ENROLLMENTS_PER_TURN = 8
+#: Latest terminal results kept for attached clients at most.
+_RING_SIZE = 100_000
+#: Bytes of results in one Fetched reply, roughly (one result alone may be larger).
+_FETCH_BYTES = 8 * 1024 * 1024
+#: Characters of a Refuse's reason at most (the protocol's bound, with room to spare).
+_REASON_CHARS = 1000
+
+_pack = msgpack.Packer().pack
 
 
 class _GeneratorFailed(Exception):
@@ -146,6 +162,10 @@ class Master:
         self._zap: zmq.Socket[bytes] | None = None
         self._monitor: zmq.Socket[bytes] | None = None
         self._enrolling = False
+        #: The latest terminal results, for attached clients (``None``: nobody asked).
+        self._ring: deque[Result] | None = None
+        self._fetched = False  # a client fetched results
+        self._caught_up = False  # a client was told it has every result
 
     @property
     def scheduler(self) -> Scheduler | None:
@@ -199,6 +219,8 @@ class Master:
             resumed=resuming,
         )
         self._tasks = iter(self.generator.tasks())
+        if hasattr(self.generator, "accept"):  # its tasks come from clients: they want results
+            self._ring = deque(maxlen=_RING_SIZE)
         self._total = self._generator_total()
         self._seq = journal.high_water
         if resuming:
@@ -379,7 +401,11 @@ class Master:
         core.tick(now)
         self._feed(now)
         self._apply(core.take(now))
-        if core.phase is Phase.DELIVERING and all(d.finished for d in self.deliveries):
+        if (
+            core.phase is Phase.DELIVERING
+            and all(d.finished for d in self.deliveries)
+            and (self._caught_up or not self._fetched)
+        ):
             core.delivered()
         if now >= self._next_housekeeping:
             self._next_housekeeping = now + _HOUSEKEEPING_EVERY
@@ -564,6 +590,10 @@ class Master:
             self._send_frame(identity, protocol.encode_dispatch(records))
         for identity in effects.status_requests:
             self._send_frame(identity, protocol.encode(StatusReply(self.status())))
+        for identity, submit in effects.submissions:
+            self._send_frame(identity, protocol.encode(self._submit(submit)))
+        for identity, fetch in effects.fetches:
+            self._send_frame(identity, protocol.encode(self._fetch(fetch)))
         for request in effects.enrollments[:_ENROLLMENTS_PER_TURN]:
             self._enroll(request)
         if effects.begin_delivery:
@@ -597,9 +627,59 @@ class Master:
             first, at = journal.last_result - added + 1, time.monotonic()
             for delivery in self.deliveries:
                 delivery.offer(first, at, results)
+            if self._ring is not None:
+                self._ring.extend(results)
         if journal.needs_compaction:
             self._compact()
         return results
+
+    def _submit(self, submit: Submit) -> Submitted | Refuse:
+        """Hand a client's tasks to the generator, all of them or none."""
+        accept = getattr(self.generator, "accept", None)
+        if accept is None:
+            return Refuse("this master's generator does not take tasks: start it with --generator queue")
+        try:
+            specs = [
+                TaskSpec(
+                    task=structure(args, self.plugins.task_type(type_), where=f"task {index}"), key=key, timeout=timeout
+                )
+                for index, (type_, args, key, timeout) in enumerate(submit.tasks)
+            ]
+        except CycloneError as exc:
+            return Refuse(" ".join(str(exc).split())[:_REASON_CHARS])
+        try:
+            accept(specs, submit.done)
+        except ValueError as exc:  # the generator's own reason (a full queue, say)
+            return Refuse(str(exc)[:_REASON_CHARS])
+        except Exception as exc:  # third-party generator code
+            return Refuse(
+                f"generator '{self.generator.name}' failed to take the tasks: {one_line_error(exc)}"[:_REASON_CHARS]
+            )
+        return Submitted(len(specs))
+
+    def _fetch(self, fetch: Fetch) -> Fetched:
+        """The results a client asked for, from the ring of the latest ones."""
+        assert self.journal is not None
+        assert self.core is not None
+        self._fetched = True
+        if self._ring is None:
+            self._ring = deque(maxlen=_RING_SIZE)
+        ring = self._ring
+        last = self.journal.last_result  # the number of the ring's last result
+        first = last - len(ring) + 1
+        after = min(fetch.after, last)
+        start = max(after + 1, first)
+        results: list[Result] = []
+        size = 0
+        for result in itertools.islice(ring, start - first, start - first + fetch.limit):
+            size += len(_pack(protocol.result_to_row(result)))
+            if results and size > _FETCH_BYTES:
+                break
+            results.append(result)
+        sent = start - 1 + len(results)
+        finished = sent == last and self.core.phase in (Phase.DELIVERING, Phase.DONE)
+        self._caught_up = self._caught_up or finished
+        return Fetched(results, sent, finished, start - after - 1)
 
     def _enroll(self, request: EnrollRequest) -> None:
         """Admit ``request.key`` if it carries the secret of an open join token (used up now)."""

@@ -30,6 +30,7 @@ import attrs
 from cyclone_core.engine import protocol
 from cyclone_core.engine.protocol import (
     Enroll,
+    Fetch,
     Goodbye,
     Handback,
     Heartbeat,
@@ -43,6 +44,7 @@ from cyclone_core.engine.protocol import (
     Sender,
     Shutdown,
     StatusRequest,
+    Submit,
     Welcome,
 )
 from cyclone_core.engine.scheduler import LostController, Scheduler, TaskRecord, TaskState
@@ -64,7 +66,8 @@ MAX_FEED_PER_TURN = 4096
 #: Peers remembered for rate limiting at most; beyond, the memory starts afresh.
 _MAX_REMEMBERED = 10_000
 #: Frames from a connection that speaks for no controller yet are at most this large (Hello,
-#: Enroll, a status request): anything larger is refused before it is decoded.
+#: Enroll, a status request), unless its key is an admin's (a client submitting tasks):
+#: anything larger is refused before it is decoded.
 MAX_UNREGISTERED_FRAME = 64 * 1024
 #: Complaint log lines (bad frames, refusals) per minute at most, from all peers together.
 COMPLAINTS_PER_MINUTE = 20
@@ -136,7 +139,8 @@ class EnrollRequest:
 class Effects:
     """What the master must do after a turn's events, in this order: journal (``submitted``,
     ``settled``, ``requeued``) and commit; then send ``sends`` and ``dispatch``; then tell the
-    generator and plugins (``settled``, ``joined``, ``lost``); answer ``status_requests``."""
+    generator and plugins (``settled``, ``joined``, ``lost``); answer ``status_requests``,
+    ``submissions`` and ``fetches``."""
 
     #: New tasks from the generator, for the journal.
     submitted: list[TaskRecord] = attrs.field(factory=list)
@@ -152,6 +156,10 @@ class Effects:
     lost: list[LostController] = attrs.field(factory=list)
     #: Peers that asked for a status snapshot.
     status_requests: list[bytes] = attrs.field(factory=list)
+    #: Tasks from attached clients, for the generator (or refused, if it takes none).
+    submissions: list[tuple[bytes, Submit]] = attrs.field(factory=list)
+    #: Attached clients asking for results.
+    fetches: list[tuple[bytes, Fetch]] = attrs.field(factory=list)
     #: Keys asking to be admitted.
     enrollments: list[EnrollRequest] = attrs.field(factory=list)
     #: Delivery should finish what the journal holds (the DELIVERING phase began).
@@ -257,7 +265,7 @@ class MasterCore:
             self._complain(identity, f"expected one frame, got {len(frames)}", now)
             return
         cid = self._peers.get(identity)
-        if cid is None and len(frames[0]) > MAX_UNREGISTERED_FRAME:
+        if cid is None and len(frames[0]) > MAX_UNREGISTERED_FRAME and not self._is_admin(key):
             self._complain(identity, f"a frame of {len(frames[0])} bytes before registering", now)
             return
         try:
@@ -460,6 +468,23 @@ class MasterCore:
         elif self._refused(identity, "not admin", "a status request from a key without the admin role", now):
             self._send(identity, Refuse("status needs a key with the admin role"))
 
+    def _on_submit(self, identity: bytes, message: Submit, now: float, key: str | None) -> None:
+        if not self._is_admin(key):
+            if self._refused(identity, "not admin", "a Submit from a key without the admin role", now):
+                self._send(identity, Refuse("submitting tasks needs a key with the admin role"))
+        elif self.phase is not Phase.RUNNING or self.exhausted:
+            self._send(
+                identity, Refuse(f"this master takes no more tasks: {self.stop_reason or 'its generator is done'}")
+            )
+        else:
+            self._effects.submissions.append((identity, message))
+
+    def _on_fetch(self, identity: bytes, message: Fetch, now: float, key: str | None) -> None:
+        if self._is_admin(key):
+            self._effects.fetches.append((identity, message))
+        elif self._refused(identity, "not admin", "a Fetch from a key without the admin role", now):
+            self._send(identity, Refuse("fetching results needs a key with the admin role"))
+
     def _on_enroll(self, identity: bytes, message: Enroll, now: float, key: str | None) -> None:
         self._refused(identity, "already admitted", "Enroll from a key that is admitted already", now)
 
@@ -640,6 +665,8 @@ _HANDLERS: dict[type[Any], _Handler] = protocol.handler_table(
         Handback: MasterCore._on_handback,
         Goodbye: MasterCore._on_goodbye,
         StatusRequest: MasterCore._on_status,
+        Submit: MasterCore._on_submit,
+        Fetch: MasterCore._on_fetch,
         Enroll: MasterCore._on_enroll,
     },
 )

@@ -34,6 +34,8 @@ Conversation (C = controller, M = master, S = status client)::
     M: Shutdown(reason)                                drain and exit
     S: StatusRequest()                M: StatusReply(snapshot)
     C: Enroll(secret)                 M: Enrolled(name, ids) | Refuse(reason)   a new key, once
+    S: Submit([task...], done)        M: Submitted(count) | Refuse(reason)      an attached client
+    S: Fetch(after, limit)            M: Fetched([Result...], last, finished, missed)
 
 Rules both sides keep:
 
@@ -59,6 +61,11 @@ Rules both sides keep:
   lost.
 - A result row that is malformed but names its task arrives as a ``failed`` result saying
   what is wrong, so one task returning odd data cannot make a whole batch unreadable.
+- Status, Submit and Fetch need an admin key.  A Submit is taken whole or refused whole.  A
+  Fetch is answered from the master's memory of its latest results, numbered as the journal
+  numbers them: those after ``after``, at most ``limit``; ``last`` is the number of the last
+  one sent (the next Fetch's ``after``), ``missed`` how many after ``after`` are forgotten
+  already, ``finished`` that no result comes after ``last`` any more.
 - A Hello with a foreign protocol version, a controller id in use by another live process,
   or no task type the master knows is answered with Refuse; so is garbage, at most once in a
   while per peer.
@@ -95,6 +102,8 @@ __all__ = (
     "Enroll",
     "Enrolled",
     "EnvelopeLike",
+    "Fetch",
+    "Fetched",
     "Goodbye",
     "Handback",
     "Heartbeat",
@@ -110,6 +119,8 @@ __all__ = (
     "Shutdown",
     "StatusReply",
     "StatusRequest",
+    "Submit",
+    "Submitted",
     "TaskEnvelope",
     "Welcome",
     "decode",
@@ -814,6 +825,72 @@ class Enrolled:
     ids: str = text(max_len=128, what="an id pattern")
 
 
+#: Tasks in one Submit, results in one Fetched at most.
+MAX_SUBMIT = 10_000
+MAX_FETCH = 10_000
+
+
+def submit_row(row: Any) -> list[Any]:
+    """A submitted task's row ``[type, args, key, timeout]``, checked; ``ValueError`` naming
+    the field otherwise."""
+    if type(row) is not list or len(row) != 4:
+        raise ValueError("a task must be a list of 4 fields: type, args, key, timeout")
+    type_, args, key, timeout = row
+    _type_name(type_, "type")
+    if type(args) is not dict:
+        raise _bad("args", args, "a map")
+    try:
+        check_plain(args, finite=False)  # as in a Dispatch: "no limit" may be infinity
+    except ValueError as exc:
+        raise ValueError(f"args: {exc}") from None
+    _short(key, "key")
+    if timeout is not None and not (_is_number(timeout) and 0 < timeout <= MAX_SECONDS):
+        raise _bad("timeout", timeout, f"a number of seconds above 0 and at most {MAX_SECONDS:g}")
+    return row
+
+
+@message("submit", sender=_S)
+@attrs.frozen
+class Submit:
+    """Client→M: queue these tasks, each ``[type, args, key, timeout]``; ``done``: the last ones."""
+
+    tag: ClassVar[str]
+    tasks: list[list[Any]] = rows(submit_row, list, max_items=MAX_SUBMIT)
+    done: bool = flag(default=False)
+
+
+@message("submitted", sender=_M)
+@attrs.frozen
+class Submitted:
+    """M→client: ``count`` tasks were queued."""
+
+    tag: ClassVar[str]
+    count: int = whole(high=MAX_SUBMIT)
+
+
+@message("fetch", sender=_S)
+@attrs.frozen
+class Fetch:
+    """Client→M: send the terminal results numbered after ``after``, at most ``limit``."""
+
+    tag: ClassVar[str]
+    after: int = whole()
+    limit: int = whole(low=1, high=MAX_FETCH)
+
+
+@message("fetched", sender=_M)
+@attrs.frozen
+class Fetched:
+    """M→client: results numbered ``last - len(results) + 1`` to ``last``; ``missed``: results
+    after the Fetch's ``after`` the master no longer holds; ``finished``: none come after ``last``."""
+
+    tag: ClassVar[str]
+    results: list[Result] = rows(result_from_row, result_to_row, max_items=MAX_FETCH)
+    last: int = whole()
+    finished: bool = flag()
+    missed: int = whole(default=0)
+
+
 Message = (
     Hello
     | Welcome
@@ -831,6 +908,10 @@ Message = (
     | StatusReply
     | Enroll
     | Enrolled
+    | Submit
+    | Submitted
+    | Fetch
+    | Fetched
 )
 # The union above is for type checkers; the registry is the truth, and they must agree.
 assert set(Message.__args__) == set(_SPEC_OF), "Message must name every declared message"
