@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from cyclone_core import ConfigError, TaskGenerator, TaskSpec
-from cyclone_core.builtins.generators import BenchmarkGenerator, TasksFileGenerator
+from cyclone_core.builtins.generators import BenchmarkGenerator, QueueGenerator, TasksFileGenerator
 from cyclone_core.builtins.tasks import FailTask, NoopTask, SleepTask
 from cyclone_core.config import Config, GeneratorSettings, build_generator
 
@@ -174,3 +174,19 @@ def test_tasks_file_reports_a_missing_file(tmp_path: Path) -> None:
     message = build_error("tasks-file", path=str(path))
     assert message == f"generator 'tasks-file': {path}: cannot read: No such file or directory"
     assert build_error("tasks-file") == "generator 'tasks-file': path: required but missing"
+
+
+def test_the_queue_hands_out_what_clients_submit_until_they_say_done() -> None:
+    queue = QueueGenerator(max_waiting=3)
+    tasks = queue.tasks()
+    assert next(tasks) is None  # nothing waits: the master asks again later
+    specs = [TaskSpec(task=NoopTask(), key=str(i)) for i in range(3)]
+    queue.accept(specs[:2], done=False)
+    with pytest.raises(ValueError, match="the queue is full: 2 tasks wait, at most 3"):
+        queue.accept(specs, done=False)  # refused whole
+    assert [next(tasks), next(tasks), next(tasks)] == [specs[0], specs[1], None]
+    queue.accept(specs[2:], done=True)
+    with pytest.raises(ValueError, match="queue is closed"):
+        queue.accept(specs, done=False)
+    assert list(tasks) == [specs[2]]
+    assert not QueueGenerator.deterministic

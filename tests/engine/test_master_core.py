@@ -319,3 +319,38 @@ def test_a_resumed_complete_run_without_controllers_ends_after_the_controller_ti
     assert core.phase is Phase.DRAINING
     core.tick(5.0)
     assert core.phase is Phase.DELIVERING
+
+
+class _Grant:
+    name, admin, group = "controllers", False, False
+
+    def allows(self, controller_id: str) -> bool:
+        return True
+
+
+def test_submit_and_fetch_need_an_admin_key_and_a_running_master() -> None:
+    core = MasterCore(
+        MasterSettings(),
+        master_id="m1",
+        run_id="r",
+        grants=lambda key: _Grant() if key == "ctl" else None,
+        master_key="own",
+    )
+    submit = p.encode(p.Submit([["noop", {}, None, None]] * 5000, done=True))
+    assert len(submit) > 4096
+    core.frame(b"a", [submit], 0.0, "own")  # a large frame is fine from an admin
+    core.frame(b"a", [p.encode(p.Fetch(0, 10))], 0.0, "own")
+    effects = core.take(0.0)
+    assert [(i, len(m.tasks), m.done) for i, m in effects.submissions] == [(b"a", 5000, True)]
+    assert [(i, m.after, m.limit) for i, m in effects.fetches] == [(b"a", 0, 10)]
+    core.frame(b"b", [p.encode(p.Submit([], done=True))], 1.0, "ctl")
+    core.frame(b"c", [p.encode(p.Fetch(0, 10))], 1.0, "ctl")
+    effects = core.take(1.0)
+    assert not effects.submissions
+    assert not effects.fetches
+    assert [m.reason for m in sent(effects, b"b", p.Refuse)] == ["submitting tasks needs a key with the admin role"]
+    assert [m.reason for m in sent(effects, b"c", p.Refuse)] == ["fetching results needs a key with the admin role"]
+    core.request_stop(2.0)
+    core.frame(b"a", [p.encode(p.Submit([], done=True))], 2.0, "own")
+    (refused,) = sent(core.take(2.0), b"a", p.Refuse)
+    assert refused.reason == "this master takes no more tasks: master is stopping"

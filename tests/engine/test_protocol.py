@@ -261,8 +261,33 @@ def test_every_declared_message_is_in_the_union_and_each_side_handles_what_it_re
     received = p.received_by(p.Sender.CONTROLLER, p.Sender.CLIENT) | p.received_by(p.Sender.MASTER)
     assert received == {spec.cls for spec in p.specs()}
     with pytest.raises(TypeError, match=r"missing \['Goodbye'\]"):
-        p.handler_table(
-            "test", [p.Sender.CONTROLLER], dict.fromkeys(p.received_by(p.Sender.CONTROLLER) - {p.Goodbye})
-        )
+        p.handler_table("test", [p.Sender.CONTROLLER], dict.fromkeys(p.received_by(p.Sender.CONTROLLER) - {p.Goodbye}))
     with pytest.raises(TypeError, match=r"unexpected \['Ping'\]"):
         p.handler_table("test", [p.Sender.CLIENT], {p.StatusRequest: None, p.Ping: None})
+
+
+@pytest.mark.parametrize(
+    ("row", "error"),
+    [
+        (["noop", {}, None], "a task must be a list of 4 fields"),
+        (["../x", {}, None, None], "type: expected a task type name"),
+        (["noop", [], None, None], "args: expected a map"),
+        (["noop", {"x": b"\x00"}, None, None], "args: expected plain data, got bytes"),
+        (["noop", {}, 7, None], "key: expected a string"),
+        (["noop", {}, None, 0], "timeout: expected a number of seconds above 0"),
+        (["noop", {}, None, math.nan], "timeout: expected a number of seconds above 0"),
+    ],
+)
+def test_submitted_tasks_are_checked_field_by_field(row: list[object], error: str) -> None:
+    with pytest.raises(p.ProtocolError, match=rf"invalid submit message: tasks\[0\]: {error}"):
+        p.decode(frame("submit", tasks=[row], done=True))
+
+
+def test_submit_and_fetch_are_bounded_and_fetched_results_round_trip() -> None:
+    with pytest.raises(p.ProtocolError, match="tasks: expected at most 10000 items"):
+        p.decode(frame("submit", tasks=[["noop", {}, None, None]] * 10_001))
+    with pytest.raises(p.ProtocolError, match="limit: expected a whole number from 1 to 10000"):
+        p.decode(p.encode(p.Fetch(0, 0)))
+    result = Result("r-1", "fail", Status.QUARANTINED, attempt=3, error="boom", history=[Attempt(1, Status.FAILED)])
+    fetched = p.Fetched([result], last=41, finished=True, missed=2)
+    assert p.decode(p.encode(fetched)) == fetched
