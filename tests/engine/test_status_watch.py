@@ -39,7 +39,9 @@ class Terminal:
 
     def __init__(self, args: list[str]) -> None:
         self.fd, child_end = pty.openpty()
-        self.popen = subprocess.Popen(args, stdout=child_end, stderr=subprocess.PIPE, text=True)
+        self.popen = subprocess.Popen(
+            args, stdout=child_end, stderr=subprocess.PIPE, encoding="utf-8", errors="replace"
+        )
         os.close(child_end)
         self.shown = ""
 
@@ -86,7 +88,13 @@ def test_on_a_terminal_status_redraws_in_place_until_ctrl_c(master, cluster_keys
 
 def test_status_watch_says_in_one_line_when_the_master_goes_away(master, cluster_keys) -> None:
     proc, endpoint = master
-    watch = subprocess.Popen(_watch(endpoint, cluster_keys), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    watch = subprocess.Popen(
+        _watch(endpoint, cluster_keys),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        encoding="utf-8",
+        errors="replace",
+    )
     try:
         assert watch.stdout is not None
         lines: list[str] = []
