@@ -20,6 +20,7 @@ import multiprocessing
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -33,6 +34,7 @@ from cyclone_core.config import Config, ControllerSettings, build_generator, bui
 from cyclone_core.engine.error_summary import ErrorSummary
 from cyclone_core.engine.execution import embedded_tables
 from cyclone_core.engine.master import Master
+from cyclone_core.hookspecs import hookimpl
 from cyclone_core.model import TaskGenerator
 from cyclone_core.plugins import get_plugins
 
@@ -64,6 +66,19 @@ class LocalControllers:
         self.count = count
         self.settings = settings
         self.processes: list[BaseProcess] = []
+        #: Ids of the controllers that registered with the master (see :meth:`cyclone_controller_joined`).
+        self.joined: set[str] = set()
+        self._host = socket.gethostname()
+
+    @hookimpl
+    def cyclone_controller_joined(self, controller_id: str, host: str, workers: int) -> None:
+        """The ``cyclone_controller_joined`` hook: note which controllers registered (register
+        this object as a plugin for that)."""
+        self.joined.add(controller_id)
+
+    def _registered(self, process: BaseProcess) -> bool:
+        # A controller without an id of its own is HOST-PID (cyclone_core.engine.controller).
+        return f"{self._host}-{process.pid}" in self.joined
 
     def start(self) -> None:
         """Start the children."""
@@ -85,8 +100,12 @@ class LocalControllers:
         return [p.exitcode for p in self.processes]
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Reap every child: wait up to ``timeout`` seconds for them to exit (the master told
-        them to), then SIGTERM, then SIGKILL."""
+        """Reap every child: SIGTERM at once to those that never registered (no master told
+        them to exit; it makes them go), wait up to ``timeout`` seconds for the others to exit
+        (the master told them to), then SIGTERM, then SIGKILL."""
+        for process in self.processes:
+            if process.exitcode is None and not self._registered(process):
+                process.terminate()
         deadline = time.monotonic() + timeout
         for process in self.processes:
             process.join(max(deadline - time.monotonic(), 0.0))
@@ -163,6 +182,7 @@ def _run_local(
     on_master: Callable[[Master], None] | None,
     generator: TaskGenerator,
 ) -> tuple[int, dict[str, Any]]:
+    plugins = get_plugins()
     settings = attrs.evolve(
         config.master, bind=f"ipc://{os.path.join(private, 'master')}", pid_file="", keys="", insecure=True
     )
@@ -191,15 +211,18 @@ def _run_local(
             local=_embedded_local(config),
         )
         children = LocalControllers(controllers, controller_settings)
+        plugins.register(children, name=f"cyclone-run-controllers-{id(children)}")
         children.start()
         if on_master is not None:
             on_master(the_master)
         code = the_master.run()
     finally:
         if children is not None:
-            # After a clean run the master told them to exit; one that never registered (the run
-            # ended first) or a failure leaves them running: SIGTERM makes them drain and go.
+            # After a clean run the master told those that registered to exit; one that never
+            # registered (the run ended first) or a failure leaves them running: SIGTERM makes
+            # them drain and go.
             children.stop(timeout=3.0 if code is not None else 0.0)
+            plugins.unregister(f"cyclone-run-controllers-{id(children)}")
         the_master.close()
     summary = the_master.summary()
     all_ok = summary["succeeded"] == summary["submitted"] and not summary["interrupted"]

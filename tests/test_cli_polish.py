@@ -1,0 +1,19 @@
+"""Rough edges of the ``cyclone`` command line, checked on real ``cyclone`` processes."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+ONLY_BUILTINS = {"CYCLONE_LOAD_PLUGINS": "builtins"}
+
+
+def test_a_run_that_ends_before_its_controller_registered_stops_it(run_cyclone: Any, tmp_path: Path) -> None:
+    started = time.monotonic()
+    done = run_cyclone("run", "-g", "count=0", env=ONLY_BUILTINS, cwd=tmp_path)
+    print(f"cyclone run -g count=0 took {time.monotonic() - started:.2f} s")
+    assert done.returncode == 0, done.stderr
+    assert "0 succeeded" in done.stdout
+    # The controller that never registered is stopped at once, not waited out and then terminated.
+    assert "did not exit" not in done.stderr
