@@ -111,7 +111,7 @@ _TABLES: dict[str, type] = {
     "log": LogSettings,
     "generator": GeneratorSettings,
 }
-_INI_SUFFIXES = {".conf", ".ini", ".cfg"}
+_INI_SUFFIXES = (".conf", ".ini", ".cfg")
 
 
 def load_config(path: str | Path) -> Config:
@@ -126,7 +126,9 @@ def load_config(path: str | Path) -> Config:
         return _load_toml(path)
     if suffix in _INI_SUFFIXES:
         return _load_ini(path)
-    raise ConfigError(f"{path}: unknown file type {suffix!r}: use .toml, or .conf/.ini for a Cyclone 2.x file")
+    raise ConfigError(
+        f"{path}: unknown file type {suffix!r}: use .toml, or {'/'.join(_INI_SUFFIXES)} for a Cyclone 2.x file"
+    )
 
 
 def _read_text(path: Path) -> str:

@@ -134,7 +134,7 @@ def test_a_missing_file_is_reported(in_tmp: Path) -> None:
 
 def test_an_unknown_file_type_is_reported(in_tmp: Path) -> None:
     message = config_error(write("master.yaml", "master: {}\n"))
-    assert message == "master.yaml: unknown file type '.yaml': use .toml, or .conf/.ini for a Cyclone 2.x file"
+    assert message == "master.yaml: unknown file type '.yaml': use .toml, or .conf/.ini/.cfg for a Cyclone 2.x file"
 
 
 # -- what a controller runs, and its local settings ---------------------------------------
