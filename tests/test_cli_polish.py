@@ -17,3 +17,10 @@ def test_a_run_that_ends_before_its_controller_registered_stops_it(run_cyclone: 
     assert "0 succeeded" in done.stdout
     # The controller that never registered is stopped at once, not waited out and then terminated.
     assert "did not exit" not in done.stderr
+
+
+def test_debug_after_the_sub_command_shows_the_traceback(run_cyclone: Any, tmp_path: Path) -> None:
+    done = run_cyclone("plugin", "new", "Bad_Name", "--dir", str(tmp_path), "--debug", env=ONLY_BUILTINS)
+    assert done.returncode == 2
+    assert "Traceback (most recent call last)" in done.stderr
+    assert "cyclone_core.errors.UsageError: plugin name 'Bad_Name'" in done.stderr

@@ -75,12 +75,22 @@ def load_commands() -> None:
     get_plugins().add_commands(app)
 
 
+def _debug_first(args: list[str]) -> list[str]:
+    """``args`` with ``--debug`` moved to the front, where the root command takes it, so that
+    ``cyclone run --debug`` means ``cyclone --debug run`` (nothing after ``--`` is touched)."""
+    end = args.index("--") if "--" in args else len(args)
+    if "--debug" not in args[:end]:
+        return args
+    return ["--debug", *(arg for arg in args[:end] if arg != "--debug"), *args[end:]]
+
+
 def main() -> None:
     """Entry point of the ``cyclone`` console script."""
-    debug = "--debug" in sys.argv[1:] or os.environ.get("CYCLONE_DEBUG") == "1"
+    args = _debug_first(sys.argv[1:])
+    debug = args[:1] == ["--debug"] or os.environ.get("CYCLONE_DEBUG") == "1"
     try:
         load_commands()
-        code = app(standalone_mode=False)
+        code = app(args=args, standalone_mode=False)
     except _UsageError as exc:
         message = exc.format_message().rstrip(".")  # type: ignore[attr-defined]
         if message:  # empty when no arguments were given and the help was shown instead
