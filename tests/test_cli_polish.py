@@ -24,3 +24,20 @@ def test_debug_after_the_sub_command_shows_the_traceback(run_cyclone: Any, tmp_p
     assert done.returncode == 2
     assert "Traceback (most recent call last)" in done.stderr
     assert "cyclone_core.errors.UsageError: plugin name 'Bad_Name'" in done.stderr
+
+
+def _help(run_cyclone: Any, *command: str) -> str:
+    done = run_cyclone(*command, "--help", env=ONLY_BUILTINS)
+    assert done.returncode == 0, done.stderr
+    return " ".join(done.stdout.split())  # wrapped lines joined
+
+
+def test_help_shows_bracketed_text_literally_and_flags_without_a_value(run_cyclone: Any) -> None:
+    run_help = _help(run_cyclone, "run")
+    assert "Local controllers to start. [default: 1; x>=1]" in run_help
+    assert "--json Print the summary as one JSON object." in run_help
+    master_help = _help(run_cyclone, "master")
+    assert "--insecure Plaintext without keys" in master_help
+    assert "<bool>" not in run_help + master_help
+    allow_help = _help(run_cyclone, "keys", "allow")
+    assert "Name of the grant [default: from --ids, else from the key]." in allow_help

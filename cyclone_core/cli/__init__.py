@@ -30,6 +30,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help: Rich markup would swallow bracketed text such as "[sinks.mysql]" or
+    # "[default: ...]" in help strings, and would show boolean flags with a value they reject.
+    rich_markup_mode=None,
 )
 
 #: Modules under cyclone_core.cli that add the core's commands to :data:`app`.
@@ -92,9 +95,11 @@ def main() -> None:
         load_commands()
         code = app(args=args, standalone_mode=False)
     except _UsageError as exc:
-        message = exc.format_message().rstrip(".")  # type: ignore[attr-defined]
-        if message:  # empty when no arguments were given and the help was shown instead
-            context = exc.ctx  # type: ignore[attr-defined]
+        context = exc.ctx  # type: ignore[attr-defined]
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a group without arguments: its help
+            typer.echo(context.get_help())
+        else:
+            message = exc.format_message().rstrip(".")  # type: ignore[attr-defined]
             command = context.command_path if context is not None else "cyclone"
             typer.echo(f"error: {message} (see '{command} --help')", err=True)
         raise SystemExit(2) from None
