@@ -6,6 +6,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cyclone_core.plural import plural
+
 ONLY_BUILTINS = {"CYCLONE_LOAD_PLUGINS": "builtins"}
 
 
@@ -41,3 +43,21 @@ def test_help_shows_bracketed_text_literally_and_flags_without_a_value(run_cyclo
     assert "<bool>" not in run_help + master_help
     allow_help = _help(run_cyclone, "keys", "allow")
     assert "Name of the grant [default: from --ids, else from the key]." in allow_help
+
+
+def test_counts_of_one_are_singular(run_cyclone: Any, tmp_path: Path) -> None:
+    done = run_cyclone("run", "-g", "count=1", "--workers", "1", env=ONLY_BUILTINS, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert ": 1 task in " in done.stdout
+    done = run_cyclone("results", env=ONLY_BUILTINS, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "1 result\n"
+
+
+def test_plural() -> None:
+    assert [plural(count, "controller") for count in (0, 1, 2, 1000)] == [
+        "0 controllers",
+        "1 controller",
+        "2 controllers",
+        "1,000 controllers",
+    ]

@@ -35,6 +35,7 @@ from cyclone_core.engine.master import Master
 from cyclone_core.engine.pidfile import PidFile
 from cyclone_core.engine.status import fetch_status, format_duration, render_status
 from cyclone_core.errors import CycloneError, UsageError
+from cyclone_core.plural import plural
 
 __all__ = ("controller", "master", "run", "status")
 
@@ -182,19 +183,21 @@ def _print_summary(summary: dict[str, Any]) -> None:
         latency = f"; round trip p50 {summary['latency_ms_p50']:.2f} ms, p99 {summary['latency_ms_p99']:.2f} ms"
     rate = summary["tasks_per_second"]
     typer.echo(
-        f"run {summary['run_id']}: {settled:,} tasks in {summary['duration_s']:.2f} s "
+        f"run {summary['run_id']}: {plural(settled, 'task')} in {summary['duration_s']:.2f} s "
         f"({rate:,.{0 if rate >= 100 else 1}f} tasks/s){latency}"
     )
     typer.echo(
         f"  {summary['succeeded']:,} succeeded, {summary['failed']:,} failed, "
-        f"{summary['quarantined']:,} quarantined ({summary['timed_out']:,} attempts timed out, "
+        f"{summary['quarantined']:,} quarantined ({plural(summary['timed_out'], 'attempt')} timed out, "
         f"{summary['crashed']:,} crashed)"
     )
     _print_errors(summary)
     if summary["interrupted"]:
-        typer.echo(f"  stopped early: {summary['submitted'] - settled:,} tasks taken from the generator did not run")
+        typer.echo(
+            f"  stopped early: {plural(summary['submitted'] - settled, 'task')} taken from the generator did not run"
+        )
     if summary["undelivered"]:
-        typer.echo(f"  {summary['undelivered']:,} results could not be delivered to the sinks yet")
+        typer.echo(f"  {plural(summary['undelivered'], 'result')} could not be delivered to the sinks yet")
     if summary["generator_error"]:
         typer.echo(f"  the generator failed: {summary['generator_error']}")
 
@@ -212,7 +215,7 @@ def _print_errors(summary: dict[str, Any]) -> None:
     shown = sum(error["count"] for error in errors)
     not_ok = summary["failed"] + summary["quarantined"]
     if not_ok > shown:
-        typer.echo(f"    and {not_ok - shown:,} tasks with other errors")
+        typer.echo(f"    and {plural(not_ok - shown, 'task')} with other errors")
 
 
 @app.command()

@@ -15,6 +15,7 @@ from cyclone_core.config import load_config
 from cyclone_core.convert import unstructure
 from cyclone_core.errors import UsageError
 from cyclone_core.model import Result
+from cyclone_core.plural import plural
 from cyclone_core.results import read_results, run_id_of
 
 __all__ = ("results",)
@@ -136,4 +137,4 @@ def _write_lines(found: Iterable[Result]) -> None:
             if len(result.metrics) > 5:
                 line += f" (+{len(result.metrics) - 5} metrics)"
         typer.echo(line)
-    typer.echo(f"{count:,} results", err=True)
+    typer.echo(plural(count, "result"), err=True)

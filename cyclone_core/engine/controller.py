@@ -62,6 +62,7 @@ from cyclone_core.engine.pidfile import PidFile
 from cyclone_core.engine.protocol import MAX_FRAME_BYTES, Hello, ProtocolError, decode, encode, encode_results
 from cyclone_core.engine.workers import WorkerPool
 from cyclone_core.errors import ConfigError, CycloneError
+from cyclone_core.plural import plural
 
 __all__ = ("HOLD_BUDGET", "INITIAL_PREFETCH", "MAX_PREFETCH", "MIN_PREFETCH", "Controller", "run_controller")
 
@@ -178,9 +179,9 @@ class Controller:
             self.pool.start()
             self._apply(self.session.start(time.monotonic()), time.monotonic())
             log.info(
-                "controller %s started: %d workers, task types %s, master %s",
+                "controller %s started: %s, task types %s, master %s",
                 self.id,
-                self.workers,
+                plural(self.workers, "worker"),
                 ", ".join(self.task_types),
                 self.settings.master,
             )

@@ -49,6 +49,7 @@ from cyclone_core.engine.protocol import (
 )
 from cyclone_core.engine.scheduler import LostController, Scheduler, TaskRecord, TaskState
 from cyclone_core.model import Result
+from cyclone_core.plural import plural
 from cyclone_core.settings import MasterSettings
 
 __all__ = ("ENROLLING", "ControllerJoined", "Effects", "EnrollRequest", "GrantLike", "MasterCore", "Phase")
@@ -416,7 +417,9 @@ class MasterCore:
         if known:
             log.info("controller %s reconnected", cid)
         else:
-            log.info("controller %s joined (%s, pid %d, %d workers)", cid, hello.host, hello.pid, hello.workers)
+            log.info(
+                "controller %s joined (%s, pid %d, %s)", cid, hello.host, hello.pid, plural(hello.workers, "worker")
+            )
             self._effects.joined.append(ControllerJoined(cid, hello.host, hello.workers))
         if self.phase is not Phase.RUNNING:
             self._send(identity, Shutdown(self.stop_reason))
@@ -505,7 +508,7 @@ class MasterCore:
             if now - ctl.last_seen < settings.controller_timeout:
                 return f"controller id '{cid}' is in use under another key"
         if not known and len(self._keys) >= settings.max_controllers:
-            return f"the master has its maximum of {settings.max_controllers} controllers"
+            return f"the master has its maximum of {plural(settings.max_controllers, 'controller')}"
         if self.grants is None:
             return None
         grant = self.grants(key) if key is not None else None
@@ -515,7 +518,7 @@ class MasterCore:
             return f"key '{grant.name}' may not use controller id '{cid}'"
         limit = settings.max_controllers_per_group_key if grant.group else settings.max_controllers_per_key
         if not (known and self._keys[cid] == key) and self._per_key[key] >= limit:
-            return f"key '{grant.name}' has its maximum of {limit} controllers"
+            return f"key '{grant.name}' has its maximum of {plural(limit, 'controller')}"
         return None
 
     def _hello_allowed(self, key: str | None, now: float) -> bool:
@@ -574,7 +577,7 @@ class MasterCore:
         self.stop_reason = reason
         self._deadline = now + self.drain_timeout
         self.scheduler.stop_dispatching()
-        log.info("%s: telling %d controllers to finish", reason, len(self.scheduler.controllers))
+        log.info("%s: telling %s to finish", reason, plural(len(self.scheduler.controllers), "controller"))
         self._broadcast(Shutdown(reason))
 
     def _refuse(self, identity: bytes, cid: str, host: str, reason: str) -> None:

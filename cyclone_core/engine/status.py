@@ -12,6 +12,7 @@ from rich.table import Table
 from cyclone_core.engine import protocol
 from cyclone_core.engine.curve import ClientKeys
 from cyclone_core.errors import CycloneError
+from cyclone_core.plural import plural
 
 __all__ = ("fetch_status", "format_duration", "render_status")
 
@@ -74,13 +75,13 @@ def render_status(snapshot: dict[str, Any], console: Console) -> None:
     if generator:
         done = "done" if generator.get("exhausted") else "running"
         if generator.get("total") is not None:
-            done += f", {generator['total']:,} tasks in all"
+            done += f", {plural(generator['total'], 'task')} in all"
         error = f", failed: {generator['error']}" if generator.get("error") else ""
         console.print(f"generator {generator.get('name')}: {done}{error}", highlight=False)
     console.print(
         f"tasks: {snapshot['submitted']} submitted, {snapshot['queued']} queued, {snapshot['in_flight']} in flight, "
         f"{snapshot['succeeded']} succeeded, {snapshot['failed']} failed, {snapshot['quarantined']} quarantined "
-        f"({snapshot.get('timed_out', 0)} attempts timed out, {snapshot.get('crashed', 0)} crashed, "
+        f"({plural(snapshot.get('timed_out', 0), 'attempt')} timed out, {snapshot.get('crashed', 0)} crashed, "
         f"{snapshot.get('lost', 0)} lost); {snapshot.get('tasks_per_second', 0.0):.1f} tasks/s",
         highlight=False,
     )
