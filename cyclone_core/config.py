@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import configparser
 import logging
+import socket
 import tomllib
 import typing
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
@@ -63,6 +64,7 @@ __all__ = (
     "apply_overrides",
     "build_generator",
     "build_sinks",
+    "check_endpoint",
     "controller_task_types",
     "load_config",
     "sink_options",
@@ -305,6 +307,37 @@ def _endpoint(comm: Mapping[str, str], role: str, where: str) -> str:
     if not raw_port.isdigit() or not 1024 <= int(raw_port) <= 65535:
         raise ConfigError(f"{where}: comm.port: expected a port from 1024 to 65535, got {raw_port!r}")
     return f"tcp://{host}:{int(raw_port)}"
+
+
+#: ZeroMQ's transports; ``tcp`` endpoints are checked further.
+_TRANSPORTS = ("tcp", "ipc", "inproc", "pgm", "epgm", "tipc", "vmci", "ws", "wss")
+
+
+def check_endpoint(endpoint: str, what: str, *, bind: bool = False) -> None:
+    """Raise :class:`UsageError` naming ``what`` (``--master``, ``master.bind``, ...) unless
+    ``endpoint`` is a ZeroMQ endpoint whose ``tcp`` host resolves and whose port is a port.
+
+    :param bind: the endpoint is bound: its host may be ``*`` or an interface name, its port
+        ``*`` or 0 (any free port).
+    """
+    transport, sep, address = endpoint.partition("://")
+    if not sep or transport not in _TRANSPORTS:
+        raise UsageError(f"{what} {endpoint!r}: expected TRANSPORT://ADDRESS, e.g. tcp://head01:5678")
+    if transport != "tcp":
+        return
+    host, sep, port = address.rpartition(":")
+    host = host.rpartition(";")[2].strip("[]")  # after a source address; IPv6 in brackets
+    if not sep or not host:
+        raise UsageError(f"{what} {endpoint!r}: expected tcp://HOST:PORT")
+    lowest = 0 if bind else 1
+    if not (bind and port == "*") and not (port.isdigit() and lowest <= int(port) <= 65535):
+        raise UsageError(f"{what} {endpoint!r}: the port must be a number from {lowest} to 65535")
+    if bind and (host == "*" or host in {name for _, name in socket.if_nameindex()}):
+        return
+    try:
+        socket.getaddrinfo(host, None)
+    except (OSError, UnicodeError):
+        raise UsageError(f"{what} {endpoint!r}: cannot resolve the host '{host}'") from None
 
 
 def _ini_generator(section: Mapping[str, str], path: Path) -> GeneratorSettings:

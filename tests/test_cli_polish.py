@@ -6,6 +6,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from cyclone_core.config import check_endpoint
+from cyclone_core.errors import UsageError
 from cyclone_core.plural import plural
 
 ONLY_BUILTINS = {"CYCLONE_LOAD_PLUGINS": "builtins"}
@@ -61,3 +65,46 @@ def test_plural() -> None:
         "2 controllers",
         "1,000 controllers",
     ]
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["status", "--master", "head01:5678"], "--master 'head01:5678': expected TRANSPORT://ADDRESS"),
+        (["status", "--master", "tcp://127.0.0.1:65536"], "the port must be a number from 1 to 65535"),
+        (
+            ["controller", "--master", "tcp://no-such-host.invalid:5678"],
+            "cannot resolve the host 'no-such-host.invalid'",
+        ),
+        (["master", "--bind", "tcp://*:70000", "--insecure"], "--bind 'tcp://*:70000': the port must be a number"),
+        (["master", "--bind", "127.0.0.1:5678", "--insecure"], "--bind '127.0.0.1:5678': expected TRANSPORT://"),
+    ],
+)
+def test_a_bad_endpoint_is_one_line_and_exit_2(run_cyclone: Any, tmp_path: Path, args: list[str], error: str) -> None:
+    done = run_cyclone(*args, env=ONLY_BUILTINS, cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: ")
+    assert error in done.stderr
+    assert done.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "bind"),
+    [
+        ("tcp://127.0.0.1:5678", False),
+        ("tcp://localhost:1", False),
+        ("tcp://[::1]:5678", False),
+        ("tcp://*:5678", True),
+        ("tcp://127.0.0.1:*", True),
+        ("tcp://127.0.0.1:0", True),
+        ("tcp://lo:5678", True),
+        ("ipc:///tmp/cyclone/master", False),
+    ],
+)
+def test_good_endpoints_pass(endpoint: str, bind: bool) -> None:
+    check_endpoint(endpoint, "--master", bind=bind)
+
+
+def test_a_connect_endpoint_needs_a_host_and_a_port() -> None:
+    with pytest.raises(UsageError, match="the port must be a number from 1 to 65535"):
+        check_endpoint("tcp://127.0.0.1:*", "--master")

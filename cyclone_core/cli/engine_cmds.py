@@ -26,6 +26,7 @@ from cyclone_core.config import (
     apply_overrides,
     build_generator,
     build_sinks,
+    check_endpoint,
     load_config,
 )
 from cyclone_core.engine.curve import key_dir, status_keys
@@ -301,6 +302,7 @@ def master(  # noqa: PLR0917
     for name, value in options.items():
         if value is not None:
             setattr(settings, name, value)
+    check_endpoint(settings.bind, "--bind" if bind is not None else "master.bind", bind=True)
     _configure_logging(config.log)
     with _pid_file(settings.pid_file):
         the_master = Master(settings, build_generator(config), build_sinks(config))
@@ -354,6 +356,7 @@ def controller(  # noqa: PLR0917
     for name, value in options.items():
         if value is not None:
             setattr(settings, name, value)
+    check_endpoint(settings.master, "--master" if master_endpoint is not None else "controller.master")
     _configure_logging(config.log)
     raise typer.Exit(run_controller(settings))
 
@@ -383,6 +386,7 @@ def status(  # noqa: PLR0917
     an empty line; with --json one JSON object a line) until Ctrl-C (exit code 0) or until the
     master goes away (exit code 1).
     """
+    check_endpoint(master_endpoint, "--master")
     client_keys = None if insecure else status_keys(key_dir(keys or ""))
 
     def fetch() -> dict[str, Any]:
