@@ -32,6 +32,7 @@ import os
 import re
 import secrets
 import stat
+import struct
 import tempfile
 import tomllib
 from collections.abc import Iterator
@@ -40,6 +41,7 @@ from typing import Any
 
 import attrs
 import zmq
+from zmq.utils import z85
 
 from cyclone_core.errors import ConfigError
 
@@ -90,8 +92,6 @@ _TOKEN_SECRET_BYTES = 16
 _RAW_KEY_BYTES = 32
 # Used and expired tokens are kept this long, then pruned.
 _TOKEN_KEEP = 86400.0
-_Z85 = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#"
-_Z85_DIGITS = {char: digit for digit, char in enumerate(_Z85)}
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+-]{0,63}")
 # Controller ids (see the protocol's ID_PATTERN) and fnmatch's wildcards.
 _IDS = re.compile(r"[A-Za-z0-9._:@+*?\[\]!-]{1,128}")
@@ -104,29 +104,15 @@ _DIGEST = re.compile(r"[0-9a-f]{64}")
 
 def _z85_decode(text: str) -> bytes | None:
     """The bytes of Z85 ``text``, or ``None`` when it is not Z85."""
-    if len(text) % 5:
+    try:
+        return z85.decode(text)
+    except (ValueError, KeyError, struct.error):  # a bad length, character or 5-character group
         return None
-    raw = bytearray()
-    for start in range(0, len(text), 5):
-        value = 0
-        for char in text[start : start + 5]:
-            digit = _Z85_DIGITS.get(char)
-            if digit is None:
-                return None
-            value = value * 85 + digit
-        if value > 0xFFFFFFFF:
-            return None
-        raw += value.to_bytes(4, "big")
-    return bytes(raw)
 
 
 def _z85_encode(raw: bytes) -> str:
     """Z85 text of ``raw`` (its length a multiple of 4)."""
-    chars: list[str] = []
-    for start in range(0, len(raw), 4):
-        value = int.from_bytes(raw[start : start + 4], "big")
-        chars.extend(_Z85[value // 85**power % 85] for power in (4, 3, 2, 1, 0))
-    return "".join(chars)
+    return z85.encode(raw).decode("ascii")
 
 
 def validate_key(text: str, what: str = "public key") -> str:

@@ -56,6 +56,8 @@ def test_z85_codec_agrees_with_zeromq() -> None:
         text = zmq.utils.z85.encode(raw).decode()
         assert keys._z85_encode(raw) == text
         assert keys._z85_decode(text) == raw
+    for not_z85 in ("abc", 'a"cde', "#####", "é" * 5):  # length, character, overflow, not ASCII
+        assert keys._z85_decode(not_z85) is None
 
 
 def test_write_keypair_creates_a_private_directory_and_files(key_dir: Path) -> None:
