@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from cyclone_core.builtins.sinks import SQLITE_COLUMNS
 from cyclone_core.errors import CycloneError, UsageError
 from cyclone_core.model import Attempt, Metric, MetricKind, Result, Status
 
@@ -56,22 +57,6 @@ def read_results(
         ):
             continue
         yield _result(row, path)
-
-
-_COLUMNS = (
-    "task_id",
-    "status",
-    "task_type",
-    "key",
-    "attempt",
-    "started_at",
-    "duration",
-    "error",
-    "controller",
-    "metrics",
-    "payload",
-    "history",
-)
 
 
 def _result(row: dict[str, Any], path: Path) -> Result:
@@ -136,7 +121,7 @@ def _sqlite(path: Path, run: str | None, status: str | None, task_type: str | No
     if task_type is not None:
         where.append("task_type = ?")
         values.append(task_type)
-    query = f"SELECT {', '.join(_COLUMNS)} FROM results"  # noqa: S608  (constant columns)
+    query = f"SELECT {', '.join(SQLITE_COLUMNS)} FROM results"  # noqa: S608  (constant columns)
     if where:
         query += " WHERE " + " AND ".join(where)
     query += " ORDER BY started_at, task_id"

@@ -22,7 +22,7 @@ from cyclone_core.convert import unstructure
 from cyclone_core.errors import CycloneError
 from cyclone_core.model import Result, ResultSink
 
-__all__ = ("JsonlSink", "SqliteSink")
+__all__ = ("SQLITE_COLUMNS", "JsonlSink", "SqliteSink")
 
 log = logging.getLogger("cyclone.sinks")
 
@@ -50,6 +50,9 @@ _COLUMNS = (
     "payload TEXT",
     "history TEXT NOT NULL",
 )
+
+#: The column names of the sqlite sink's ``results`` table (what ``cyclone results`` reads).
+SQLITE_COLUMNS = tuple(column.split()[0] for column in _COLUMNS)
 
 _INSERT = f"INSERT OR IGNORE INTO results VALUES ({', '.join('?' * len(_COLUMNS))})"  # noqa: S608  (placeholders only)
 
