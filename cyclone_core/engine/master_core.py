@@ -75,8 +75,8 @@ COMPLAINTS_PER_MINUTE = 20
 #: Hellos one key may send in a burst before ``hellos_per_minute`` applies.
 HELLO_BURST = 5
 #: Prefix of the authenticated user id of a connection whose key is not admitted yet: it may
-#: only send Enroll.
-ENROLLING = "?"
+#: only send Enroll.  Not a character of Z85, so that no admitted key can start with it.
+ENROLLING = "~"
 
 
 class GrantLike(Protocol):

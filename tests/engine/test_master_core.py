@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
+from cyclone_core.engine import master_core
 from cyclone_core.engine import protocol as p
 from cyclone_core.engine.master_core import Effects, MasterCore, Phase
 from cyclone_core.engine.scheduler import TaskRecord
@@ -354,3 +355,22 @@ def test_submit_and_fetch_need_an_admin_key_and_a_running_master() -> None:
     core.frame(b"a", [p.encode(p.Submit([], done=True))], 2.0, "own")
     (refused,) = sent(core.take(2.0), b"a", p.Refuse)
     assert refused.reason == "this master takes no more tasks: master is stopping"
+
+
+def test_an_admitted_key_that_starts_like_no_other_is_not_taken_for_an_enrolling_one() -> None:
+    """Z85 keys may start with any of 85 characters ('?' included): the user id of an enrolling
+    connection is marked with one that no key has."""
+    from cyclone_core import keys  # noqa: PLC0415
+
+    key = "?" + "0" * 39
+    grant = keys.Grant(name="odd", key=key)
+    core = MasterCore(MasterSettings(), master_id="m1", run_id="r", known_types={"noop"}, grants={key: grant}.get)
+    assert core.authenticate(key, enrolling=True, now=0.0) == key
+    core.frame(b"x", [hello("c1")], 0.0, key)
+    assert sent(core.take(0.0), b"x", p.Welcome)
+    stranger = "1" * 40
+    assert core.authenticate(stranger, enrolling=True, now=0.0) == master_core.ENROLLING + stranger
+    assert (
+        master_core.ENROLLING
+        not in "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#"
+    )
