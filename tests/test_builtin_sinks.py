@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from cyclone_core import Attempt, CycloneError, Metric, Result, Status
+from cyclone_core.builtins import sinks
 from cyclone_core.builtins.sinks import JsonlSink, SqliteSink
 
 
@@ -161,7 +162,7 @@ def test_jsonl_drops_a_torn_last_line_and_skips_garbage(tmp_path: Path, caplog: 
     sink = JsonlSink(path=str(path))
     sink.open()
     assert path.read_text() == f"{stored}\nnot json\n"
-    assert f"{path}:2: not a result line, ignored" in caplog.messages
+    assert f"{path}: the line at byte {len(stored) + 1} is not a result, ignored" in caplog.messages
     sink.write([OK, FAILED])  # run1-0 is stored already; run1-1 never was
     sink.close()
     assert path.read_text().splitlines()[:2] == [stored, "not json"]
@@ -199,3 +200,31 @@ def test_jsonl_write_that_fails_leaves_nothing_behind_and_succeeds_later(tmp_pat
     assert done.returncode == 0, done.stderr
     assert done.stdout == "write failed: File too large\nsize unchanged: True\n"
     assert [line["task_id"] for line in lines(str(path))] == ["a", "b"]
+
+
+def test_jsonl_remembers_only_the_latest_ids_and_reads_them_from_the_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A small window and small blocks: the file is read back from its end in many blocks.
+    monkeypatch.setattr(sinks, "JSONL_RECENT_IDS", 5)
+    monkeypatch.setattr(sinks, "_TAIL_BLOCK", 64)
+    path = tmp_path / "results.jsonl"
+    sink = JsonlSink(path=str(path), batch_size=1)
+    assert sink.remembered == 5
+    sink.open()
+    results = [Result(f"run1-{n}", "noop", Status.OK) for n in range(20)]
+    for result in results:
+        sink.write([result])
+    sink.close()
+    with path.open("a") as torn:
+        torn.write('{"task_id": "run1-20", "sta')  # killed mid-write
+    reopened = JsonlSink(path=str(path), batch_size=1)
+    reopened.open()
+    # What the master may offer again (the latest batches) is stored once; the torn line is gone.
+    reopened.write(results[-5:])
+    assert [line["task_id"] for line in lines(str(path))] == [r.task_id for r in results]
+    # An id older than the window is no longer looked up: memory does not grow with the file.
+    reopened.write(results[:1])
+    reopened.close()
+    assert [line["task_id"] for line in lines(str(path))][-1] == "run1-0"
+    assert len(lines(str(path))) == 21

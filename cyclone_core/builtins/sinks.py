@@ -1,8 +1,9 @@
 """Built-in result sinks on local disk: ``sqlite`` (the default) and ``jsonl``.
 
 Both store a batch durably before :meth:`write` returns and skip results whose ``task_id`` they
-already hold, so a batch offered again after a failure or a master restart leaves one record
-per task.
+already hold (the jsonl sink: among its latest ones, which are those the master may offer
+again), so a batch offered again after a failure or a master restart leaves one record per
+task.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import json
 import logging
 import os
 import sqlite3
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -22,7 +24,7 @@ from cyclone_core.convert import unstructure
 from cyclone_core.errors import CycloneError
 from cyclone_core.model import Result, ResultSink
 
-__all__ = ("SQLITE_COLUMNS", "JsonlSink", "SqliteSink")
+__all__ = ("JSONL_RECENT_IDS", "SQLITE_COLUMNS", "JsonlSink", "SqliteSink")
 
 log = logging.getLogger("cyclone.sinks")
 
@@ -118,13 +120,24 @@ class SqliteSink(ResultSink):
             self._db = None
 
 
+#: Ids of the latest results the jsonl sink remembers, at the least (see :class:`JsonlSink`).
+JSONL_RECENT_IDS = 10_000
+#: Bytes read at a time from the end of a jsonl file when it is opened.
+_TAIL_BLOCK = 1 << 20
+
+
 @attrs.define(kw_only=True)
 class JsonlSink(ResultSink):
     """Results as JSON lines, one object per task with every field of the result.
 
-    On open it reads the task ids already in the file (and drops a torn last line left by a
-    crash during a write); ``write`` skips those ids, appends the rest and syncs the file.  The
-    ids are kept in memory: about 100 bytes per result.
+    ``write`` skips the results whose task ids are among the latest ones stored, appends the
+    rest and syncs the file.  The master offers a sink again only results it has not recorded
+    as delivered: the batch of a ``write`` that failed (which leaves nothing behind), or the
+    batch that was being written when the master was killed.  So the ids of the latest
+    ``max(JSONL_RECENT_IDS, 4 * batch_size)`` results are enough to store each result once,
+    across restarts too, and memory stays flat however many results the file holds.  On open
+    the sink reads them from the end of the file (and drops a torn last line left by a crash
+    during a write).
 
     :param path: the file (created if missing).
     """
@@ -133,33 +146,66 @@ class JsonlSink(ResultSink):
 
     path: str = "cyclone-results.jsonl"
     _fd: int | None = attrs.field(default=None, init=False, repr=False, eq=False)
+    # The latest ids in the order they were stored, and the same as a set for lookups.
+    _recent: deque[str] = attrs.field(factory=deque, init=False, repr=False, eq=False)
     _seen: set[str] = attrs.field(factory=set, init=False, repr=False, eq=False)
 
+    @property
+    def remembered(self) -> int:
+        """How many of the latest ids the sink keeps."""
+        return max(JSONL_RECENT_IDS, 4 * self.batch_size)
+
     def open(self) -> None:
-        """Read the ids already stored and open the file for appending."""
+        """Read the latest ids stored and open the file for appending."""
         path = Path(self.path)
+        self._recent.clear()
+        self._seen.clear()
         try:
-            self._seen = self._stored_ids(path) if path.is_file() else set()
-            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+            self._remember(self._stored_ids(path, self._fd, self.remembered))
         except OSError as exc:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
             raise CycloneError(f"sink 'jsonl': cannot open {path}: {exc.strerror or exc}") from None
 
     @staticmethod
-    def _stored_ids(path: Path) -> set[str]:
-        ids: set[str] = set()
-        complete = 0  # offset just after the last complete line
-        with path.open("rb") as lines:
-            for number, line in enumerate(lines, 1):
-                if not line.endswith(b"\n"):
-                    break  # torn by a crash: its batch was never acknowledged and comes again
-                complete += len(line)
-                try:
-                    ids.add(json.loads(line)["task_id"])
-                except (ValueError, KeyError, TypeError):
-                    log.warning("%s:%d: not a result line, ignored", path, number)
-        if complete < path.stat().st_size:
-            os.truncate(path, complete)
+    def _stored_ids(path: Path, fd: int, count: int) -> list[str]:
+        """The task ids of the last ``count`` complete lines of the file, oldest first; a torn
+        last line (a crash during a write: its batch was never acknowledged and comes again)
+        is cut off."""
+        size = os.fstat(fd).st_size
+        tail = b""
+        offset = size
+        # Read blocks from the end until the tail holds more than ``count`` line ends.
+        while offset > 0 and tail.count(b"\n") <= count:
+            step = min(_TAIL_BLOCK, offset)
+            offset -= step
+            tail = os.pread(fd, step, offset) + tail
+        complete = tail.rfind(b"\n") + 1  # just after the last complete line, within the tail
+        if offset + complete < size:
+            os.ftruncate(fd, offset + complete)
+        lines = tail[:complete].split(b"\n")[:-1]
+        if offset > 0:
+            lines = lines[1:]  # the first may be the end of a line that starts before the tail
+        ids: list[str] = []
+        at = offset + complete - sum(len(line) + 1 for line in lines[-count:])
+        for line in lines[-count:]:
+            try:
+                ids.append(json.loads(line)["task_id"])
+            except (ValueError, KeyError, TypeError):
+                log.warning("%s: the line at byte %d is not a result, ignored", path, at)
+            at += len(line) + 1
         return ids
+
+    def _remember(self, ids: Iterable[str]) -> None:
+        recent, seen = self._recent, self._seen
+        for task_id in ids:
+            if task_id not in seen:
+                recent.append(task_id)
+                seen.add(task_id)
+        for _ in range(len(recent) - self.remembered):
+            seen.discard(recent.popleft())
 
     def write(self, results: Sequence[Result]) -> None:
         """Append the results not yet in the file, then fsync."""
@@ -183,7 +229,7 @@ class JsonlSink(ResultSink):
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, start)
             raise
-        self._seen.update(new)
+        self._remember(new)
 
     def close(self) -> None:
         """Close the file."""
