@@ -378,6 +378,12 @@ class MasterCore:
         if held is not None and held != cid:
             self._refuse(identity, cid, hello.host, f"this connection already speaks for controller '{held}'")
             return
+        if self._older_connection(identity, cid, hello):
+            # A Hello that waited on a connection the controller has since replaced (a healed
+            # partition delivers it late): the controller closed that connection, so work sent
+            # there would be lost.  Nothing is answered; the controller lives on its newer one.
+            self._refused(identity, "replaced connection", f"Hello from controller {cid} on a replaced connection", now)
+            return
         if not self._hello_allowed(key, now):
             self._refused(identity, "hello rate", f"Hello from controller {cid} held back: too many from its key", now)
             return
@@ -609,7 +615,27 @@ class MasterCore:
         self._complaints[identity] = now
         return True
 
+    def _older_connection(self, identity: bytes, cid: str, hello: Hello | None = None) -> bool:
+        """Whether ``identity`` is an older connection of ``cid``'s process than the one it is
+        registered on: controllers number their connections ``<id>.<n>``, from 1 in each
+        process (``hello``, if given, must come from the registered process)."""
+        current = self._identities.get(cid)
+        if current is None or current == identity:
+            return False
+        if hello is not None:
+            ctl = self.scheduler.controllers.get(cid)
+            if ctl is None or (ctl.host, ctl.pid) != (hello.host, hello.pid):
+                return False
+        prefix = cid.encode() + b"."
+        if not (identity.startswith(prefix) and current.startswith(prefix)):
+            return False
+        old, new = identity[len(prefix) :], current[len(prefix) :]
+        return old.isdigit() and new.isdigit() and int(old) < int(new)
+
     def _rehello(self, identity: bytes, now: float) -> None:
+        cid, _, number = identity.rpartition(b".")
+        if number.isdigit() and self._older_connection(identity, cid.decode(errors="replace")):
+            return  # a connection its controller replaced: it would only answer there
         if now - self._rehellos.get(identity, -REHELLO_EVERY) >= REHELLO_EVERY:
             self._rehellos[identity] = now
             self._send(identity, Rehello("the master does not know this controller; send Hello"))

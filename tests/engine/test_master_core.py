@@ -374,3 +374,47 @@ def test_an_admitted_key_that_starts_like_no_other_is_not_taken_for_an_enrolling
         master_core.ENROLLING
         not in "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#"
     )
+
+
+def test_a_stale_hello_from_a_replaced_connection_gets_no_work() -> None:
+    """A healed partition: the controller's new connection ``c1.4`` registered, then a Hello it
+    sent on its old connection ``c1.3`` before the partition arrives.  The old connection is
+    dead (the controller closed it): nothing may be dispatched there."""
+    core = make_core()
+    core.submit(records(1, 20))
+    core.frame(b"c1.3", [hello("c1", credit=2)], 0.0)
+    core.take(0.0)
+    core.frame(b"c1.4", [hello("c1", credit=2)], 1.0)
+    core.take(1.0)
+    core.frame(b"c1.3", [hello("c1", credit=8)], 1.1)  # the stale one, still buffered
+    effects = core.take(1.1)
+    assert core.controller_of(b"c1.4") == "c1"
+    assert core.controller_of(b"c1.3") is None
+    assert not effects.dispatch
+    assert not [i for i, _ in effects.sends if i == b"c1.3"], "no Welcome (nor Rehello) to the dead connection"
+    assert core.refusals["replaced connection"] == 1
+    # Nor does anything else from the replaced connection (results, heartbeats) bring it back.
+    core.frame(b"c1.3", [p.encode(p.Heartbeat(running=[], draining=False))], 1.2)
+    assert not [i for i, _ in core.take(1.2).sends if i == b"c1.3"]
+    # The live connection still gets work, and a new process with the same id (its own
+    # numbering from 1) is not taken for a stale connection.
+    core.frame(b"c1.4", [p.encode(p.Results([], credit=3))], 1.3)
+    assert [identity for identity, _ in core.take(1.3).dispatch] == [b"c1.4"]
+    core.frame(b"c1.1", [hello("c1", pid=2, credit=2)], 30.0)
+    core.take(30.0)
+    assert core.controller_of(b"c1.1") == "c1"
+    core.check()
+
+
+def test_a_stale_hello_from_an_older_connection_never_registered_gets_no_work() -> None:
+    """The old connection may never have reached the master before the partition: it is older
+    by its number (``<id>.<n>``, counted per controller process)."""
+    core = make_core()
+    core.submit(records(1, 20))
+    core.frame(b"c1.5", [hello("c1", credit=2)], 0.0)
+    core.take(0.0)
+    core.frame(b"c1.4", [hello("c1", credit=8)], 0.5)
+    effects = core.take(0.5)
+    assert core.controller_of(b"c1.5") == "c1"
+    assert not effects.dispatch
+    core.check()
