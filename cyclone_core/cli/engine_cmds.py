@@ -37,6 +37,7 @@ from cyclone_core.engine.pidfile import PidFile
 from cyclone_core.engine.status import fetch_status, format_duration, render_status
 from cyclone_core.errors import CycloneError, UsageError
 from cyclone_core.plural import plural
+from cyclone_core.slurm import controller_settings as with_slurm_defaults
 
 __all__ = ("controller", "master", "run", "status")
 
@@ -318,9 +319,13 @@ def controller(  # noqa: PLR0917
         str | None, typer.Option("--master", help="The master's endpoint, tcp://HOST:PORT.")
     ] = None,
     workers: Annotated[
-        int | None, typer.Option("--workers", min=1, help="Worker processes (default: CPU count).")
+        int | None,
+        typer.Option("--workers", min=1, help="Worker processes (default: CPU count; under srun, the task's CPUs)."),
     ] = None,
-    controller_id: Annotated[str | None, typer.Option("--id", help="Unique controller id (default: HOST-PID).")] = None,
+    controller_id: Annotated[
+        str | None,
+        typer.Option("--id", help="Unique controller id (default: HOST-PID; under srun, HOST-JOB.STEP.TASK)."),
+    ] = None,
     pid_file: PidFileOption = None,
     token: Annotated[
         str | None, typer.Option("--token", help="Join token from 'cyclone keys token': enroll this controller once.")
@@ -356,6 +361,7 @@ def controller(  # noqa: PLR0917
     for name, value in options.items():
         if value is not None:
             setattr(settings, name, value)
+    settings = with_slurm_defaults(settings, os.environ, os.uname().nodename)  # what is still unset
     check_endpoint(settings.master, "--master" if master_endpoint is not None else "controller.master")
     _configure_logging(config.log)
     raise typer.Exit(run_controller(settings))

@@ -32,7 +32,6 @@ import os
 import re
 import shutil
 import socket
-import tempfile
 import time
 import uuid
 from collections import deque
@@ -47,7 +46,7 @@ from zmq.utils import z85
 
 from cyclone_core import keys
 from cyclone_core.convert import structure, unstructure
-from cyclone_core.engine import protocol
+from cyclone_core.engine import protocol, tempdirs
 from cyclone_core.engine.curve import private_ipc
 from cyclone_core.engine.delivery import SinkDelivery
 from cyclone_core.engine.journal import Journal
@@ -198,7 +197,7 @@ class Master:
         settings = self.settings
         path = settings.journal
         if not path:
-            self._temp_dir = tempfile.mkdtemp(prefix="cyclone-journal-")
+            self._temp_dir = tempdirs.make("journal")
             path = os.path.join(self._temp_dir, "journal.sqlite")
         self.journal = journal = Journal(path)
         self.run_id = journal.run_id
@@ -445,7 +444,8 @@ class Master:
             self.journal = None
             if self._temp_dir is not None:
                 if self.undelivered:
-                    log.error("%d results wait in the temporary journal %s", self.undelivered, path)
+                    kept = Path(tempdirs.keep(self._temp_dir), path.name)  # out of the sweeps' reach
+                    log.error("%d results wait in the temporary journal %s", self.undelivered, kept)
                 else:
                     shutil.rmtree(self._temp_dir, ignore_errors=True)
                 self._temp_dir = None
