@@ -60,6 +60,7 @@ from cyclone_core.engine.controller_session import (
 from cyclone_core.engine.curve import ControllerKeys, controller_keys, private_ipc
 from cyclone_core.engine.pidfile import PidFile
 from cyclone_core.engine.protocol import MAX_FRAME_BYTES, Hello, ProtocolError, decode, encode, encode_results
+from cyclone_core.engine.sdnotify import SystemdNotifier
 from cyclone_core.engine.workers import WorkerPool
 from cyclone_core.errors import ConfigError, CycloneError
 from cyclone_core.plural import plural
@@ -148,6 +149,9 @@ class Controller:
         self._signals: _Signals | None = None
         self._signals_seen = 0
         self._exit: int | None = None
+        #: systemd's notifications (``Type=notify`` units), taken from the environment in :meth:`run`.
+        self._notify = SystemdNotifier({})
+        self._registered = False  # once registered, a lost master is "reconnecting"
         self._carry_out: dict[type[Any], Callable[[Any, float], None]] = {
             Send: self._do_send,
             SendResults: self._do_send_results,
@@ -176,8 +180,12 @@ class Controller:
                     "can read this controller's tasks and results and pose as its master",
                     self.settings.master,
                 )
+            self._notify = SystemdNotifier(unset=True)  # before the workers start: not theirs
             self.pool.start()
             self._apply(self.session.start(time.monotonic()), time.monotonic())
+            # Ready once it works on its own: it may start long before its master (a unit
+            # waiting for registration would fail its start); STATUS= says when it registers.
+            self._notify.ready(self._status_line(), time.monotonic())
             log.info(
                 "controller %s started: %s, task types %s, master %s",
                 self.id,
@@ -189,6 +197,7 @@ class Controller:
                 self._turn()
             return self._exit
         finally:
+            self._notify.close()
             if self._signals is not None:
                 self._signals.restore()
             self.pool.close()
@@ -222,6 +231,23 @@ class Controller:
             pool.results, pool.handed_back = [], []
             session.produced(results, handed_back, now)
         self._apply(session.tick(now), now)
+        self._notify.tick(now, self._status_line, stopping=self._stopping())
+
+    def _stopping(self) -> bool:
+        """Draining to exit (not, with ``stay``, at the end of a run to wait for the next)."""
+        told = self._signals_seen > 0 or (self.stop is not None and self.stop.is_set())
+        return self.session.draining and (told or not self.settings.stay)
+
+    def _status_line(self) -> str:
+        """The state in one line, for systemd's ``STATUS=``."""
+        master = self.settings.master
+        if self.session.draining:
+            return f"draining: {plural(len(self.pool.held_ids()), 'task')} held, master {master}"
+        if self.session.welcomed:
+            self._registered = True
+            running = len(self.pool.running_ids())
+            return f"registered with {master}: {plural(self.workers, 'worker')}, {running:,} running"
+        return f"{'reconnecting' if self._registered else 'connecting'} to {master}"
 
     def _wait_ms(self, now: float) -> int:
         """Milliseconds the poll may sleep: until the earliest timer, or forever (-1)."""
@@ -231,6 +257,7 @@ class Controller:
             wake = min(wake, pool_due)
         if self.stop is not None:
             wake = min(wake, now + _STOP_POLL)
+        wake = min(wake, self._notify.deadline())  # the watchdog's pings
         if wake == math.inf:
             return -1
         return 0 if wake <= now else math.ceil((wake - now) * 1000)
@@ -258,17 +285,21 @@ class Controller:
                 return
 
     def _handshakes(self) -> None:
-        """Tell the session of the handshakes that failed, as the socket's monitor reports them."""
+        """Tell the session of the handshakes and connections that failed, as the socket's
+        monitor reports them."""
         monitor = self._monitor
         while monitor is not None and self._exit is None:
             try:
                 event = recv_monitor_message(monitor, zmq.NOBLOCK)
             except zmq.Again:
                 return
-            refused = _HANDSHAKE_EVENTS.get(int(event["event"]))
+            kind = int(event["event"])
+            refused = _HANDSHAKE_EVENTS.get(kind)
+            now = time.monotonic()
             if refused is not None:
-                now = time.monotonic()
                 self._apply(self.session.handshake_failed(refused, now), now)
+            elif kind == zmq.EVENT_CONNECT_RETRIED:
+                self._apply(self.session.unreachable(now), now)
             monitor = self._monitor  # an effect may have closed it
 
     def _check_stop(self, now: float) -> None:
@@ -358,12 +389,12 @@ class Controller:
         sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
         if self.keys is not None:
             self.keys.client.apply(sock)
-            self._sockets_opened += 1
-            events = 0
-            for event in _HANDSHAKE_EVENTS:
-                events |= event
-            address = f"inproc://cyclone-controller-monitor-{self._sockets_opened}"
-            self._monitor = sock.get_monitor_socket(events, address)
+        self._sockets_opened += 1
+        events = zmq.EVENT_CONNECT_RETRIED
+        for event in _HANDSHAKE_EVENTS:
+            events |= event
+        address = f"inproc://cyclone-controller-monitor-{self._sockets_opened}"
+        self._monitor = sock.get_monitor_socket(events, address)
         try:
             sock.connect(self.settings.master)
         except zmq.ZMQError as exc:

@@ -54,9 +54,11 @@ from cyclone_core.engine.master_core import Effects, EnrollRequest, MasterCore, 
 from cyclone_core.engine.metrics import MetricsServer
 from cyclone_core.engine.protocol import Enrolled, Fetch, Fetched, Refuse, StatusReply, Submit, Submitted
 from cyclone_core.engine.scheduler import Scheduler, TaskRecord
+from cyclone_core.engine.sdnotify import SystemdNotifier
 from cyclone_core.errors import ConfigError, CycloneError, one_line_error
 from cyclone_core.model import Result, ResultSink, Status, Task, TaskGenerator, TaskSpec
 from cyclone_core.plugins import Plugins, get_plugins
+from cyclone_core.plural import plural
 from cyclone_core.settings import MasterSettings
 
 __all__ = ("Master",)
@@ -88,6 +90,8 @@ _RING_SIZE = 100_000
 _FETCH_BYTES = 8 * 1024 * 1024
 #: Characters of a Refuse's reason at most (the protocol's bound, with room to spare).
 _REASON_CHARS = 1000
+#: Lost controllers the status remembers at most (the latest; one that comes back is forgotten).
+_LOST_KEPT = 1000
 
 _pack = msgpack.Packer().pack
 
@@ -165,6 +169,11 @@ class Master:
         self._ring: deque[Result] | None = None
         self._fetched = False  # a client fetched results
         self._caught_up = False  # a client was told it has every result
+        #: systemd's notifications (``Type=notify`` units), taken from the environment in :meth:`run`.
+        self._notify = SystemdNotifier({})
+        #: Registered controllers' hosts, and the controllers lost (not left) since, for the status.
+        self._hosts: dict[str, str] = {}
+        self._lost: dict[str, dict[str, Any]] = {}
 
     @property
     def scheduler(self) -> Scheduler | None:
@@ -366,10 +375,13 @@ class Master:
         if self._monitor is not None:
             poller.register(self._monitor, zmq.POLLIN)
         self._next_compaction = time.monotonic() + _COMPACT_EVERY
+        self._notify = SystemdNotifier(unset=True)
+        self._notify.ready(self._status_line(), time.monotonic())
         try:
             while not self.core.done:
                 self._turn(poller)
         finally:
+            self._notify.close()
             self.journal.commit()
             self.finished_at = time.time()
             gc.set_threshold(*gc_thresholds)
@@ -415,6 +427,7 @@ class Master:
         if self.progress is not None and now >= self._next_progress:
             self._next_progress = now + 0.2
             self._call(self.progress, self.status())
+        self._notify.tick(now, self._status_line, stopping=self.stopping)
 
     def close(self) -> None:
         """Release everything (idempotent): delivery threads, metrics, socket, journal."""
@@ -600,15 +613,26 @@ class Master:
             for delivery in self.deliveries:
                 delivery.finish()
         for joined in effects.joined:
+            self._hosts[joined.id] = joined.host
+            self._lost.pop(joined.id, None)
             self.plugins.notify(
                 "cyclone_controller_joined", controller_id=joined.id, host=joined.host, workers=joined.workers
             )
         for lost in effects.lost:
+            self._remember_lost(lost.id, lost.reason)
             self.plugins.notify(
                 "cyclone_controller_lost", controller_id=lost.id, reason=lost.reason, requeued=lost.requeued
             )
         if results:
             self._deliver_to_plugins(results)
+
+    def _remember_lost(self, controller_id: str, reason: str) -> None:
+        host = self._hosts.pop(controller_id, "?")
+        if reason == "goodbye":
+            return
+        self._lost[controller_id] = {"id": controller_id, "host": host, "reason": reason, "lost_at": time.time()}
+        if len(self._lost) > _LOST_KEPT:
+            del self._lost[next(iter(self._lost))]
 
     def _journal(self, effects: Effects) -> list[Result]:
         """Write the turn's changes in one commit and offer its terminal results to delivery."""
@@ -794,6 +818,15 @@ class Master:
 
     # -- status ----------------------------------------------------------------------------
 
+    def _status_line(self) -> str:
+        """The state in one line, for systemd's ``STATUS=``."""
+        assert self.core is not None
+        scheduler = self.core.scheduler
+        return (
+            f"{'stopping' if self.stopping else 'running'}: {scheduler.stats.settled:,} done, "
+            f"{scheduler.in_flight:,} in flight, {plural(len(scheduler.controllers), 'controller')}"
+        )
+
     def status(self) -> dict[str, Any]:
         """A snapshot as plain data: controllers, queue, counters, rate, sinks."""
         assert self.core is not None
@@ -816,6 +849,7 @@ class Master:
             refusals=dict(self.core.refusals),
             secure=self._zap is not None,
             draining=self.stopping,
+            lost_controllers=list(self._lost.values()),
             generator={
                 "name": self.generator.name,
                 "exhausted": self.core.exhausted,
