@@ -149,6 +149,11 @@ def _load_toml(path: Path) -> Config:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
     _check_keys(data, str(path))
     config = structure(data, Config, where=str(path))
+    for key in config.generator.options:
+        _check_option(f"{path}: generator.options.{key}", "generator", config.generator.name, key)
+    for sink, options in config.sinks.items():
+        for key in options:
+            _check_option(f"{path}: sinks.{sink}.{key}", "sink", sink, key)
     if "controller" in data:
         controller_task_types(config.controller, where=str(path))
     return config
@@ -167,6 +172,19 @@ def _check_keys(data: Mapping[str, Any], where: str) -> None:
             for key in value:
                 if key not in fields:
                     raise ConfigError(f"{where}: {table}.{key}: unknown key (known: {', '.join(fields)})")
+
+
+def _check_option(what: str, kind: str, name: str, key: str) -> None:
+    """Raise :class:`ConfigError` ``WHAT: unknown option of KIND 'NAME' (known: ...)``
+    unless ``key`` is an option of the installed generator or sink ``name`` (one that is not
+    installed is reported when it is built: a controller need not have the master's plugins)."""
+    plugins = get_plugins()
+    cls = (plugins.generators() if kind == "generator" else plugins.sinks()).get(name)
+    if cls is None:
+        return
+    known = [field.name for field in attrs.fields(cls) if field.init]
+    if key not in known:
+        raise ConfigError(f"{what}: unknown option of {kind} '{name}' (known: {', '.join(known)})")
 
 
 def controller_task_types(settings: ControllerSettings, *, where: str = "") -> list[str]:
@@ -400,12 +418,14 @@ def apply_overrides(
     """
     for item in generator_options:
         key, value = _split_option(item, "generator option", "KEY=VALUE")
+        _check_option(f"-g {item!r}", "generator", config.generator.name, key.partition(".")[0])
         _set_dotted(config.generator.options, key, value, item, "generator option")
     for item in sink_options:
         target, value = _split_option(item, "sink option", "SINK.KEY=VALUE")
         sink, _, key = target.partition(".")
         if not sink or not key:
             raise UsageError(f"sink option {item!r}: expected SINK.KEY=VALUE")
+        _check_option(f"-s {item!r}", "sink", sink, key.partition(".")[0])
         _set_dotted(config.sinks.setdefault(sink, {}), key, value, item, "sink option")
     return config
 

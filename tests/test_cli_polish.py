@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import select
+import shutil
+import socket
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from cyclone_core.config import check_endpoint
+from cyclone_core.config import Config, apply_overrides, check_endpoint
 from cyclone_core.errors import UsageError
 from cyclone_core.plural import plural
 
@@ -32,8 +37,8 @@ def test_debug_after_the_sub_command_shows_the_traceback(run_cyclone: Any, tmp_p
     assert "cyclone_core.errors.UsageError: plugin name 'Bad_Name'" in done.stderr
 
 
-def _help(run_cyclone: Any, *command: str) -> str:
-    done = run_cyclone(*command, "--help", env=ONLY_BUILTINS)
+def _help(run_cyclone: Any, *command: str, env: dict[str, str] = ONLY_BUILTINS) -> str:
+    done = run_cyclone(*command, "--help", env=env)
     assert done.returncode == 0, done.stderr
     return " ".join(done.stdout.split())  # wrapped lines joined
 
@@ -108,3 +113,131 @@ def test_good_endpoints_pass(endpoint: str, bind: bool) -> None:
 def test_a_connect_endpoint_needs_a_host_and_a_port() -> None:
     with pytest.raises(UsageError, match="the port must be a number from 1 to 65535"):
         check_endpoint("tcp://127.0.0.1:*", "--master")
+
+
+def test_help_of_plugin_commands_shows_bracketed_text(run_cyclone: Any) -> None:
+    assert "Where to create the project directory [default: here]." in _help(run_cyclone, "plugin", "new")
+    mysql_help = _help(run_cyclone, "mysql", "create-table", env={})  # a plugin's command
+    assert "its [sinks.mysql] table holds the options" in mysql_help
+    assert "<bool>" not in mysql_help
+
+
+# -- shell completion ---------------------------------------------------------------------------
+
+
+def _complete(run_cyclone: Any, words: str) -> list[str]:
+    cword = str(len(words.split()) - (0 if words.endswith(" ") else 1))
+    env = {**ONLY_BUILTINS, "_CYCLONE_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": cword}
+    done = run_cyclone(env=env)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
+def test_completion_offers_commands_and_options(run_cyclone: Any) -> None:
+    assert _complete(run_cyclone, "cyclone ru") == ["run"]
+    assert "token" in _complete(run_cyclone, "cyclone keys ")
+    assert _complete(run_cyclone, "cyclone run --wor") == ["--workers"]
+
+
+def test_installed_bash_completion_completes_in_bash(run_cyclone: Any, tmp_path: Path) -> None:
+    shown = run_cyclone("--show-completion", "bash", env=ONLY_BUILTINS)
+    assert shown.returncode == 0, shown.stderr
+    assert "complete -o default -F _cyclone_completion cyclone" in shown.stdout
+    installed = run_cyclone("--install-completion", "bash", env={**ONLY_BUILTINS, "HOME": str(tmp_path)})
+    assert installed.returncode == 0, installed.stderr
+    script = tmp_path / ".bash_completions" / "cyclone.sh"
+    assert f"source '{script}'" in (tmp_path / ".bashrc").read_text()
+    # The installed script, sourced by a real bash, asks the real cyclone for completions.
+    cyclone = shutil.which("cyclone")
+    assert cyclone is not None
+    snippet = f'source "{script}"; COMP_WORDS=(cyclone ma); COMP_CWORD=1; _cyclone_completion {cyclone}; '
+    snippet += 'printf "%s\\n" "${COMPREPLY[@]}"'
+    env = {**os.environ, **ONLY_BUILTINS}
+    done = subprocess.run(["bash", "-c", snippet], capture_output=True, text=True, timeout=60, env=env, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["master"]
+
+
+# -- misspelled generator and sink options ------------------------------------------------------
+
+
+def test_a_misspelled_option_in_a_file_names_the_file_and_the_known_options(run_cyclone: Any, tmp_path: Path) -> None:
+    config = tmp_path / "job.toml"
+    config.write_text('[generator]\nname = "benchmark"\noptions = { cont = 3 }\n')
+    done = run_cyclone("run", "--config", str(config), env=ONLY_BUILTINS, cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr == (
+        f"error: {config}: generator.options.cont: unknown option of generator 'benchmark' "
+        "(known: count, task, args, timeout)\n"
+    )
+    config.write_text('[sinks.sqlite]\npaht = "x.sqlite"\n')
+    done = run_cyclone("run", "--config", str(config), env=ONLY_BUILTINS, cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr == (
+        f"error: {config}: sinks.sqlite.paht: unknown option of sink 'sqlite' "
+        "(known: batch_size, flush_interval, path)\n"
+    )
+
+
+def test_a_misspelled_option_on_the_command_line_names_it_and_the_known_options(
+    run_cyclone: Any, tmp_path: Path
+) -> None:
+    done = run_cyclone("run", "-g", "cont=3", env=ONLY_BUILTINS, cwd=tmp_path)
+    assert done.returncode == 2
+    assert (
+        done.stderr
+        == "error: -g 'cont=3': unknown option of generator 'benchmark' (known: count, task, args, timeout)\n"
+    )
+    done = run_cyclone("run", "-s", "jsonl.paht=x.jsonl", env=ONLY_BUILTINS, cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr == (
+        "error: -s 'jsonl.paht=x.jsonl': unknown option of sink 'jsonl' (known: batch_size, flush_interval, path)\n"
+    )
+    # Only the first part of a dotted key is the generator's: the rest is the table option's own.
+    apply_overrides(Config(), ["task=sleep", "args.seconds=0.01"])
+
+
+# -- a controller whose master is not there -----------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_a_controller_says_at_once_and_at_each_step_that_it_cannot_reach_its_master(tmp_path: Path) -> None:
+    endpoint = f"tcp://127.0.0.1:{_free_port()}"  # nobody listens there
+    config = tmp_path / "controller.toml"
+    # A long master_timeout: the lines cannot come from the silence that ends in a new connection.
+    config.write_text(f'[controller]\nmaster = "{endpoint}"\ninsecure = true\nworkers = 1\nmaster_timeout = 3600.0\n')
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CYCLONE_")}
+    env.update(ONLY_BUILTINS)
+    cyclone = shutil.which("cyclone")
+    assert cyclone is not None
+    process = subprocess.Popen(
+        [cyclone, "controller", "--config", str(config)], stderr=subprocess.PIPE, text=True, env=env
+    )
+    lines: list[str] = []
+    try:
+        assert process.stderr is not None
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any("next report in 2.0 s" in line for line in lines):
+            ready, _, _ = select.select([process.stderr], [], [], max(deadline - time.monotonic(), 0))
+            if not ready:
+                break
+            line = process.stderr.readline()
+            if not line:
+                break
+            lines.append(line)
+    finally:
+        process.terminate()
+        process.wait(30)
+    reports = [line.split(": ", 1)[1].strip() for line in lines if "connect to master" in line]
+    assert len(reports) >= 3, "".join(lines)
+    assert reports[0] == (
+        f"cannot connect to master {endpoint} (is it running and listening there?); retrying, next report in 0.5 s"
+    )
+    for report, delay in zip(reports[1:3], ("1.0", "2.0"), strict=True):
+        assert report.startswith(f"still cannot connect to master {endpoint} after ")
+        assert report.endswith(f"; retrying, next report in {delay} s")

@@ -28,7 +28,7 @@ app = typer.Typer(
     name="cyclone",
     help="Run many small tasks across an HPC cluster.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     # Plain help: Rich markup would swallow bracketed text such as "[sinks.mysql]" or
     # "[default: ...]" in help strings, and would show boolean flags with a value they reject.

@@ -21,7 +21,8 @@ What it keeps:
 - **Reconnects.**  A master silent for ``master_timeout`` means: close the socket, and open a
   new one after a delay doubling from ``reconnect_interval`` up to ``reconnect_max``; any
   message from the master resets the delay.  After ``max_reconnects`` in a row (0: never) it
-  gives up, exit code 1.
+  gives up, exit code 1.  A connection that fails (nothing listens at the endpoint) is said at
+  once and then at the same doubling delays, while the socket keeps trying.
 - **Drain.**  Shutdown, a signal or a stop request: no new task; the unstarted ones are handed
   back; running ones may finish for ``drain_timeout`` seconds, then are killed and handed back
   (cut short by the stop, not by a fault of their own); then up to ``master_timeout`` for the
@@ -295,6 +296,11 @@ class ControllerSession:
         self._acks_deadline = math.inf
         self._complained_at = -math.inf
         self._complaints = 0
+        # Since when connections to the master fail (None: they do not), the reports made about
+        # it and when the next one is due (see unreachable).
+        self._unreachable_since: float | None = None
+        self._unreachable_reports = 0
+        self._unreachable_report_at = -math.inf
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -357,6 +363,8 @@ class ControllerSession:
             return _NOTHING
         self._heard_at = self._last_heard = now
         self._reconnects = 0
+        self._unreachable_since = None
+        self._unreachable_report_at = -math.inf
         handler(self, message, now)
         return self._take()
 
@@ -396,6 +404,38 @@ class ControllerSession:
                     self._key_file(PINNED_MASTER_FILE),
                 )
         return self._take()
+
+    def unreachable(self, now: float) -> Sequence[Effect]:
+        """A connection to the master failed (nothing accepts connections at its endpoint, or
+        it closed the connection); the socket keeps trying, so a master that starts is found at
+        once.  Said at once, then again after delays doubling from ``reconnect_interval`` up to
+        ``reconnect_max``, until the master answers: one line each, naming the next delay."""
+        if self.exit_code is not None or self._handshake_said or now < self._unreachable_report_at:
+            return _NOTHING  # a failed handshake was said already, and better
+        settings = self.settings
+        if self._unreachable_since is None:
+            self._unreachable_since = now
+            self._unreachable_reports = 0
+        delay = _backoff(settings, self._unreachable_reports)
+        level = logging.DEBUG if self._run_over else logging.WARNING  # between runs this is expected
+        if self._unreachable_reports == 0:
+            log.log(
+                level,
+                "cannot connect to master %s (is it running and listening there?); retrying, next report in %.1f s",
+                settings.master,
+                delay,
+            )
+        else:
+            log.log(
+                level,
+                "still cannot connect to master %s after %.1f s; retrying, next report in %.1f s",
+                settings.master,
+                now - self._unreachable_since,
+                delay,
+            )
+        self._unreachable_reports += 1
+        self._unreachable_report_at = now + delay
+        return _NOTHING
 
     def _key_file(self, name: str) -> Path:
         return (self._key_dir or Path()) / name
@@ -605,7 +645,9 @@ class ControllerSession:
                 self._exit(1)
                 return
             delay = _backoff(settings, self._reconnects - 1)
-            if self._master_id is None and self._key_dir is not None:  # never heard on any socket
+            if self._unreachable_since is not None:  # said already, and again at its own pace
+                log.debug("master %s unreachable for %.1f s; new connection in %.1f s", settings.master, silent, delay)
+            elif self._master_id is None and self._key_dir is not None:  # never heard on any socket
                 log.warning(
                     "no answer from master %s: is it running, and is its key the one pinned in %s? "
                     "reconnecting in %.1f s",
