@@ -397,7 +397,8 @@ def test_a_generator_without_2x_options_refuses_a_2x_file(in_tmp: Path) -> None:
 
 
 def test_overrides_set_generator_and_sink_options() -> None:
-    config = Config(sinks={"sqlite": {"path": "a.sqlite"}})
+    # A generator that is not installed here: its options are whatever the command line says.
+    config = Config(generator=GeneratorSettings(name="elsewhere"), sinks={"sqlite": {"path": "a.sqlite"}})
     returned = apply_overrides(
         config,
         generator_options=["count=10", "task=sleep", "args.seconds=0.5", 'extra={"a": [1, 2]}', "path=/scratch"],
