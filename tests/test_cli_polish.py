@@ -241,3 +241,14 @@ def test_a_controller_says_at_once_and_at_each_step_that_it_cannot_reach_its_mas
     for report, delay in zip(reports[1:3], ("1.0", "2.0"), strict=True):
         assert report.startswith(f"still cannot connect to master {endpoint} after ")
         assert report.endswith(f"; retrying, next report in {delay} s")
+
+
+def test_workers_0_is_one_per_cpu(run_cyclone: Any, tmp_path: Path) -> None:
+    cpus = len(os.sched_getaffinity(0))
+    config = tmp_path / "run.toml"
+    config.write_text(f"[controller]\nworkers = {cpus + 1}\n")  # the command line's 0 wins over it
+    done = run_cyclone(
+        "run", "--debug", "--config", str(config), "--workers", "0", "-g", "count=1", env=ONLY_BUILTINS, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert f" started: {plural(cpus, 'worker')}, task types " in done.stderr
