@@ -229,7 +229,7 @@ def run(  # noqa: PLR0917  (typer passes options as parameters)
     sink_options: SinkOptions = None,
     controllers: Annotated[int, typer.Option("--controllers", min=1, help="Local controllers to start.")] = 1,
     workers: Annotated[
-        int | None, typer.Option("--workers", min=1, help="Worker processes per controller (default: CPU count).")
+        int | None, typer.Option("--workers", min=0, help="Worker processes per controller; 0: one per CPU (default).")
     ] = None,
     journal: JournalOption = None,
     metrics_port: MetricsOption = None,
@@ -320,7 +320,7 @@ def controller(  # noqa: PLR0917
     ] = None,
     workers: Annotated[
         int | None,
-        typer.Option("--workers", min=1, help="Worker processes (default: CPU count; under srun, the task's CPUs)."),
+        typer.Option("--workers", min=0, help="Worker processes; 0: one per CPU, under srun the task's (the default)."),
     ] = None,
     controller_id: Annotated[
         str | None,

@@ -144,7 +144,8 @@ def run_local(
     :param config: the settings, generator and sinks (``bind``, ``pid_file``, ``keys`` and
         ``insecure`` of the master and the controllers are the run's own).
     :param controllers: how many local controllers.
-    :param workers: worker processes per controller; ``None`` keeps ``config.controller.workers``.
+    :param workers: worker processes per controller, 0 for one per CPU; ``None`` keeps
+        ``config.controller.workers``.
     :param progress: called with a status snapshot about once a second.
     :param generator: a generator built already (the Python API's); ``None`` builds the
         configuration's.
@@ -202,7 +203,7 @@ def _run_local(
         controller_settings = attrs.evolve(
             config.controller,
             master=endpoint,
-            workers=workers or config.controller.workers,
+            workers=config.controller.workers if workers is None else workers,
             id="",
             pid_file="",
             keys="",
