@@ -2,8 +2,8 @@
 them.
 
 The embedded run's master listens on an ``ipc://`` socket in a directory of mode 0700 made
-for the run (and removed after it), so no other local user can join it or read it; master and
-controllers speak plaintext there, without keys.
+for the run (and removed after it, see :mod:`~cyclone_core.engine.tempdirs`), so no other local
+user can join it or read it; master and controllers speak plaintext there, without keys.
 
 Each child is a fresh interpreter (``spawn``: the master's threads and sockets are not forked)
 running :func:`~cyclone_core.engine.controller.run_controller`.  A child leaves the terminal's
@@ -22,7 +22,6 @@ import shutil
 import signal
 import socket
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from multiprocessing.process import BaseProcess
@@ -31,6 +30,7 @@ from typing import Any
 import attrs
 
 from cyclone_core.config import Config, ControllerSettings, build_generator, build_sinks
+from cyclone_core.engine import tempdirs
 from cyclone_core.engine.error_summary import ErrorSummary
 from cyclone_core.engine.execution import embedded_tables
 from cyclone_core.engine.master import Master
@@ -150,8 +150,8 @@ def run_local(
     :param generator: a generator built already (the Python API's); ``None`` builds the
         configuration's.
     """
-    # mkdtemp: mode 0700, so the socket in it is this user's alone.
-    private = tempfile.mkdtemp(prefix="cyclone-run-")
+    # Mode 0700, so the socket in it is this user's alone.
+    private = tempdirs.make("run")
     plugins = get_plugins()
     errors = ErrorSummary()
     # Told of each batch of terminal results by the master; it looks only at those not ok.

@@ -55,8 +55,10 @@ import logging
 import math
 import multiprocessing
 import multiprocessing.context
+import multiprocessing.util
 import os
 import select
+import shutil
 import signal
 import socket
 import sys
@@ -72,6 +74,7 @@ import attrs
 import msgpack
 import zmq
 
+from cyclone_core.engine import tempdirs
 from cyclone_core.engine.execution import TaskRunner, ended_row, timed_out
 from cyclone_core.engine.pool_state import Job, PoolState, WorkerBook
 from cyclone_core.engine.protocol import TaskEnvelope
@@ -619,6 +622,7 @@ def _forkserver() -> multiprocessing.context.ForkServerContext:
     """The fork server context, preloading this module and the installed plugins."""
     global _context
     if _context is None:
+        _own_temp_dir()
         context = multiprocessing.get_context("forkserver")
         modules = {info.module.partition(":")[0] for info in get_plugins().infos() if info.module and info.distribution}
         # "__main__" as multiprocessing does by default: the workers' start reads the main
@@ -626,6 +630,19 @@ def _forkserver() -> multiprocessing.context.ForkServerContext:
         context.set_forkserver_preload(["__main__", __name__, *sorted(modules)])
         _context = context
     return _context
+
+
+def _own_temp_dir() -> None:
+    """Give multiprocessing (the fork server's socket) a directory named after this process,
+    instead of its anonymous ``pymp-*``, so that one a killed controller leaves is swept up
+    (:mod:`~cyclone_core.engine.tempdirs`); it is removed at exit as multiprocessing removes its own."""
+    # multiprocessing.util.get_temp_dir() takes the directory from here when it is set.
+    config = getattr(multiprocessing.current_process(), "_config", None)
+    if not isinstance(config, dict) or config.get("tempdir") is not None:
+        return
+    path = tempdirs.make("mp")
+    multiprocessing.util.Finalize(None, shutil.rmtree, args=(path, True), exitpriority=-100)
+    config["tempdir"] = path
 
 
 def _inprocess_plugins() -> list[tuple[str, str]]:
