@@ -24,6 +24,9 @@ class MasterSettings:
     #: SQLite journal; a master restarted on the same journal resumes.  Empty: a journal in a
     #: temporary directory, removed at the end (kept, and named, if results are left undelivered).
     journal: str = ""
+    #: Free space (MB) on the journal's file system below which the master warns, once per
+    #: crossing; 0: never.  When the disk is full, the master stops dispatching until it is not.
+    journal_min_free_mb: float = attrs.field(default=100.0, validator=attrs.validators.ge(0))
     #: One master per pid file; a stale file (dead pid) is replaced.  Empty: no pid file.
     pid_file: str = ""
     #: Port of the Prometheus metrics endpoint; 0 turns it off.

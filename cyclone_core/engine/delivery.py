@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from cyclone_core.engine.journal import Outbox
+from cyclone_core.engine.journal import JOURNAL_RETRY, JournalWriteError, Outbox
 from cyclone_core.errors import one_line_error
 
 if TYPE_CHECKING:
@@ -169,8 +169,7 @@ class SinkDelivery:
                 if batch is None:
                     break
                 last, results = batch
-                if results and self._call_sink(self.sink.write, results):
-                    outbox.delivered(last)
+                if results and self._call_sink(self.sink.write, results) and self._record(outbox, last):
                     self.mark = last
                     self.delivered += len(results)
         finally:
@@ -180,6 +179,20 @@ class SinkDelivery:
                 except Exception as exc:  # third-party code
                     log.warning("sink '%s' failed to close: %s", self.name, one_line_error(exc))
             outbox.close()
+
+    def _record(self, outbox: Outbox, last: int) -> bool:
+        """Move the sink's delivered mark in the journal; while the journal cannot be written
+        (a full disk), try again every :data:`JOURNAL_RETRY` seconds.  Returns ``False`` when
+        stopped first: the sink is offered those results again later (it skips what it has)."""
+        while True:
+            try:
+                outbox.delivered(last)
+            except JournalWriteError as exc:
+                self.last_error = str(exc)
+                if self._abort.wait(JOURNAL_RETRY):
+                    return False
+            else:
+                return True
 
     def _call_sink(self, method: Callable[..., object], *args: Any) -> bool:
         """Call the sink's ``open`` or ``write``; returns whether it succeeded.  A failure is

@@ -22,11 +22,14 @@ and results not yet delivered to a sink are delivered to it.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import secrets
+import shutil
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +38,15 @@ import msgpack
 from cyclone_core.engine.protocol import result_from_row, result_to_row
 from cyclone_core.engine.retry import BUDGETS
 from cyclone_core.engine.scheduler import TaskRecord
-from cyclone_core.errors import ConfigError
+from cyclone_core.errors import ConfigError, CycloneError
 from cyclone_core.model import Attempt, Result, Status
 
-__all__ = ("Journal", "Outbox", "new_run_id")
+__all__ = ("JOURNAL_RETRY", "Journal", "JournalHealth", "JournalWriteError", "Outbox", "new_run_id")
+
+log = logging.getLogger("cyclone.master")
+
+#: Seconds between two attempts to write a journal that could not be written.
+JOURNAL_RETRY = 1.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -62,6 +70,41 @@ _pack = msgpack.Packer().pack
 
 def _unpack(data: bytes) -> Any:
     return msgpack.unpackb(data, raw=False)
+
+
+class JournalWriteError(CycloneError):
+    """The journal cannot be written now (its disk is full, or failing); nothing of the
+    attempt was written, and what it carried is kept to be written by the next attempt."""
+
+
+#: SQLite's primary result codes for a write that failed for want of space or by an I/O error.
+_SQLITE_FULL = 13
+_SQLITE_IOERR = 10
+
+
+def _unwritable(exc: sqlite3.Error, path: Path) -> JournalWriteError | None:
+    """``exc`` as a :class:`JournalWriteError` if it says the file cannot be written now."""
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    if code in (_SQLITE_FULL, _SQLITE_IOERR):
+        return JournalWriteError(f"journal {path}: cannot write ({exc})")
+    return None
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection, path: Path) -> Iterator[None]:
+    """One transaction; a failure to write raises :class:`JournalWriteError`, and leaves
+    nothing of the transaction behind."""
+    conn.execute("BEGIN")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException as exc:
+        if conn.in_transaction:  # SQLite itself rolls back after some errors (a full disk)
+            conn.execute("ROLLBACK")
+        unwritable = _unwritable(exc, path) if isinstance(exc, sqlite3.Error) else None
+        if unwritable is not None:
+            raise unwritable from None
+        raise
 
 
 def new_run_id() -> str:
@@ -217,8 +260,7 @@ class Journal:
             return 0
         conn = self._conn
         added = len(self._results)
-        conn.execute("BEGIN")
-        try:
+        with _transaction(conn, self.path):  # on failure, the buffered changes stay for the next commit
             if self._new:
                 conn.execute("INSERT INTO chunks (data) VALUES (?)", (_pack(self._new),))
             if self._updates:
@@ -228,10 +270,6 @@ class Journal:
                     "INSERT INTO results (first, count, at, seqs, data) VALUES (?, ?, ?, ?, ?)",
                     (self.last_result + 1, added, time.time(), _pack(self._done), _pack(self._results)),
                 )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         self._rows_since_compaction += bool(self._new) + len(self._updates) + bool(added)
         self._new.clear()
         self._updates.clear()
@@ -256,8 +294,7 @@ class Journal:
             for r in sorted(window, key=lambda r: r.seq)
         ]
         conn = self._conn
-        conn.execute("BEGIN")
-        try:
+        with _transaction(conn, self.path):
             conn.execute("DELETE FROM chunks")
             conn.execute("DELETE FROM attempts")
             if rows:
@@ -269,10 +306,6 @@ class Journal:
             marks = dict(conn.execute("SELECT sink, last FROM delivered").fetchall())
             have_all = min((marks.get(sink, 0) for sink in sinks), default=self.last_result)
             conn.execute("DELETE FROM results WHERE first + count - 1 <= ?", (have_all,))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         self._rows_since_compaction = 0
 
     # -- the outbox, master side ----------------------------------------------------------
@@ -292,6 +325,7 @@ class Outbox:
 
     def __init__(self, path: str | Path, sink: str) -> None:
         self.sink = sink
+        self._path = path
         self._conn = _connect(Path(path))
         row = self._conn.execute("SELECT last FROM delivered WHERE sink = ?", (sink,)).fetchone()
         #: Number of the last result delivered to this sink.
@@ -324,10 +358,95 @@ class Outbox:
         return number, results
 
     def delivered(self, last: int) -> None:
-        """Results up to number ``last`` are stored by the sink."""
-        self._conn.execute("UPDATE delivered SET last = ? WHERE sink = ?", (last, self.sink))
+        """Results up to number ``last`` are stored by the sink (:class:`JournalWriteError`
+        if that cannot be written now)."""
+        try:
+            self._conn.execute("UPDATE delivered SET last = ? WHERE sink = ?", (last, self.sink))
+        except sqlite3.Error as exc:
+            unwritable = _unwritable(exc, Path(self._path))
+            if unwritable is not None:
+                raise unwritable from None
+            raise
         self.mark = last
 
     def close(self) -> None:
         """Close the connection."""
         self._conn.close()
+
+
+class JournalHealth:
+    """Whether the master's journal can be written, and the free space under it: each change
+    is said once, in one line (and shown by :meth:`status`).
+
+    :param path: the journal file.
+    :param min_free_mb: free space (MB) under the journal's directory below which to warn; 0:
+        never.
+    """
+
+    def __init__(self, path: Path, min_free_mb: float) -> None:
+        self.path = path
+        self.min_free_mb = min_free_mb
+        #: When (monotonic) the journal stopped taking writes; ``None`` while it takes them.
+        self.full_since: float | None = None
+        #: Bytes free under the journal's directory, as last checked.
+        self.free_bytes: int | None = None
+        #: Whether the free space is below ``min_free_mb``.
+        self.low = False
+        self._retry_at = 0.0
+
+    @property
+    def full(self) -> bool:
+        """Whether the journal cannot be written (until a write succeeds again)."""
+        return self.full_since is not None
+
+    def may_write(self, now: float) -> bool:
+        """Whether to try a write now: always, unless the last one failed less than
+        :data:`JOURNAL_RETRY` seconds ago."""
+        return self.full_since is None or now >= self._retry_at
+
+    def failed(self, exc: JournalWriteError, now: float) -> None:
+        """A write failed; the first failure of a row is logged."""
+        self._retry_at = now + JOURNAL_RETRY
+        if self.full_since is None:
+            self.full_since = now
+            log.error(
+                "%s: dispatching stops, results stay unacknowledged with their controllers, retrying every %g s",
+                exc,
+                JOURNAL_RETRY,
+            )
+
+    def written(self, now: float) -> None:
+        """A write succeeded: if writes had failed, say that the journal works again."""
+        if self.full_since is not None:
+            log.warning("journal %s written again after %.0f s: dispatching resumes", self.path, now - self.full_since)
+            self.full_since = None
+
+    def check_space(self) -> None:
+        """Look at the free space under the journal; crossing ``min_free_mb`` is said once."""
+        try:
+            self.free_bytes = shutil.disk_usage(self.path.parent).free
+        except OSError:
+            self.free_bytes = None
+            return
+        free_mb = self.free_bytes / 1e6
+        low = free_mb < self.min_free_mb
+        if low and not self.low:
+            log.warning(
+                "journal %s: %.1f MB free on its file system, below master.journal_min_free_mb = %g",
+                self.path,
+                free_mb,
+                self.min_free_mb,
+            )
+        elif self.low and not low:
+            log.info("journal %s: %.1f MB free again", self.path, free_mb)
+        self.low = low
+
+    def status(self) -> dict[str, Any]:
+        """The journal's state as plain data (the master's status ``journal`` field)."""
+        return {
+            "path": str(self.path),
+            "full": self.full,
+            "full_for_s": round(time.monotonic() - self.full_since, 1) if self.full_since is not None else None,
+            "free_bytes": self.free_bytes,
+            "low_space": self.low,
+        }

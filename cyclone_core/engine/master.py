@@ -49,7 +49,7 @@ from cyclone_core.convert import structure, unstructure
 from cyclone_core.engine import protocol, tempdirs
 from cyclone_core.engine.curve import private_ipc
 from cyclone_core.engine.delivery import SinkDelivery
-from cyclone_core.engine.journal import Journal
+from cyclone_core.engine.journal import Journal, JournalHealth, JournalWriteError
 from cyclone_core.engine.master_core import Effects, EnrollRequest, MasterCore, Phase, peer_name
 from cyclone_core.engine.metrics import MetricsServer
 from cyclone_core.engine.protocol import Enrolled, Fetch, Fetched, Refuse, StatusReply, Submit, Submitted
@@ -169,6 +169,9 @@ class Master:
         self._ring: deque[Result] | None = None
         self._fetched = False  # a client fetched results
         self._caught_up = False  # a client was told it has every result
+        #: Whether the journal takes writes, and the free space under it, once open.
+        self.journal_health: JournalHealth | None = None
+        self._unjournaled: list[Result] = []  # terminal results waiting for a journal that takes writes
         #: systemd's notifications (``Type=notify`` units), taken from the environment in :meth:`run`.
         self._notify = SystemdNotifier({})
         #: Registered controllers' hosts, and the controllers lost (not left) since, for the status.
@@ -209,6 +212,7 @@ class Master:
             self._temp_dir = tempdirs.make("journal")
             path = os.path.join(self._temp_dir, "journal.sqlite")
         self.journal = journal = Journal(path)
+        self.journal_health = JournalHealth(journal.path, settings.journal_min_free_mb)
         self.run_id = journal.run_id
         resuming = not journal.fresh
         gen_type = type(self.generator)
@@ -382,7 +386,7 @@ class Master:
                 self._turn(poller)
         finally:
             self._notify.close()
-            self.journal.commit()
+            self._final_commit()
             self.finished_at = time.time()
             gc.set_threshold(*gc_thresholds)
             gc.unfreeze()
@@ -645,7 +649,7 @@ class Master:
             journal.settled(effects.settled)
         if effects.requeued:
             journal.retried(effects.requeued)
-        added = journal.commit()
+        added, results = self._commit(effects, results)
         if added:
             # The delivery threads take them from memory: no reading back from the journal.
             first, at = journal.last_result - added + 1, time.monotonic()
@@ -656,6 +660,40 @@ class Master:
         if journal.needs_compaction:
             self._compact()
         return results
+
+    def _commit(self, effects: Effects, results: list[Result]) -> tuple[int, list[Result]]:
+        """Commit the journal; returns how many results it added, and which (those of turns
+        whose commit failed, then this turn's).  While the journal cannot be written, the core
+        holds back what depends on it, and a commit is tried once a second."""
+        assert self.journal is not None
+        assert self.journal_health is not None
+        assert self.core is not None
+        health, now = self.journal_health, time.monotonic()
+        self._unjournaled += results
+        if not health.may_write(now):
+            return 0, []
+        try:
+            added = self.journal.commit()
+        except JournalWriteError as exc:
+            health.failed(exc, now)
+            self.core.journal_failed(effects, now)
+            return 0, []
+        if health.full:
+            health.written(now)
+            self.core.journal_written()
+        results, self._unjournaled = self._unjournaled, []
+        return added, results
+
+    def _final_commit(self) -> None:
+        """Commit what the loop left; results the journal cannot take stay with the controllers."""
+        assert self.journal is not None
+        try:
+            self.journal.commit()
+        except JournalWriteError as exc:
+            log.error(
+                "%s: %d results not journaled, nor acknowledged to their controllers", exc, len(self._unjournaled)
+            )
+            self.undelivered += len(self._unjournaled)
 
     def _submit(self, submit: Submit) -> Submitted | Refuse:
         """Hand a client's tasks to the generator, all of them or none."""
@@ -757,7 +795,12 @@ class Master:
         """Rewrite the journal's window and drop the results every sink has."""
         assert self.journal is not None
         assert self.core is not None
-        self.journal.compact(self.core.scheduler.tasks.values(), [d.name for d in self.deliveries])
+        if self.core.journal_full:
+            return
+        try:
+            self.journal.compact(self.core.scheduler.tasks.values(), [d.name for d in self.deliveries])
+        except JournalWriteError as exc:  # nothing is lost: the journal stays as it was, less compact
+            log.debug("compaction postponed: %s", exc)
 
     def _deliver_to_plugins(self, results: list[Result]) -> None:
         on_result = self.generator.on_result
@@ -806,6 +849,8 @@ class Master:
         if self._allowlist is not None:
             self._reload_grants(now)
             self._check_tokens()
+        if self.journal_health is not None:
+            self.journal_health.check_space()
         if self.metrics is not None:
             self.metrics.publish(self.status(), stats.duration)
 
@@ -847,6 +892,7 @@ class Master:
             latency_ms_p99=_ms(latency.quantile(0.99)),
             protocol_errors=self.protocol_errors,
             refusals=dict(self.core.refusals),
+            journal=self.journal_health.status() if self.journal_health is not None else None,
             secure=self._zap is not None,
             draining=self.stopping,
             lost_controllers=list(self._lost.values()),

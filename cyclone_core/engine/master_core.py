@@ -221,6 +221,9 @@ class MasterCore:
         self.protocol_errors = 0
         #: The generator has nothing more (done or failed).
         self.exhausted = False
+        #: The journal cannot be written (a full disk): nothing is dispatched or acknowledged,
+        #: and the run does not end, until it can (:meth:`journal_failed`, :meth:`journal_written`).
+        self.journal_full = False
         #: Frames and requests refused, by reason (status, metrics).
         self.refusals: Counter[str] = Counter()
         self._peers: dict[bytes, str] = {}  # routing identity -> controller id
@@ -249,7 +252,7 @@ class MasterCore:
 
     def feed_room(self, now: float) -> int:
         """How many tasks to pull from the generator now (0: do not pull)."""
-        if self.exhausted or self.phase is not Phase.RUNNING or now < self._feed_after:
+        if self.exhausted or self.journal_full or self.phase is not Phase.RUNNING or now < self._feed_after:
             return 0
         return max(0, min(self.scheduler.room, MAX_FEED_PER_TURN))
 
@@ -315,6 +318,34 @@ class MasterCore:
         else:
             self.phase = Phase.DONE
 
+    def journal_failed(self, effects: Effects, now: float) -> None:
+        """The journal could not commit ``effects`` (nor what came before, since the last
+        commit that succeeded).  What depended on the commit is taken out of ``effects``: its
+        Acks wait (the controllers keep and re-send those results), its dispatches go back to
+        the queue, with the credit they used; and nothing more is dispatched or acknowledged
+        until :meth:`journal_written`."""
+        self.journal_full = True
+        self.scheduler.stop_dispatching()
+        sends = []
+        for identity, message in effects.sends:
+            if type(message) is protocol.Ack:
+                self._acks.setdefault(identity, []).extend(message.task_ids)
+            else:
+                sends.append((identity, message))
+        effects.sends = sends
+        for identity, batch in effects.dispatch:
+            cid = self._peers.get(identity)
+            if cid is not None:
+                ids = [record.id for record in batch]
+                self.scheduler.handback(cid, ids, now)
+                self.scheduler.grant(cid, len(ids), now)
+        effects.dispatch = []
+
+    def journal_written(self) -> None:
+        """The journal committed everything again: acknowledge and dispatch as before."""
+        self.journal_full = False
+        self.scheduler.dispatching = self.phase is Phase.RUNNING
+
     def delivered(self) -> None:
         """Every sink caught up with the journal (while delivering)."""
         if self.phase is Phase.DELIVERING:
@@ -328,6 +359,15 @@ class MasterCore:
         if now >= self._next_ping:
             self._next_ping = now + self.settings.heartbeat_interval
             self._broadcast(Ping())
+        if not self.journal_full:  # the run ends once its results are journaled (or by a second stop)
+            self._next_phase(now)
+        if len(self._complaints) > _MAX_REMEMBERED:
+            self._complaints.clear()
+        if len(self._rehellos) > _MAX_REMEMBERED:
+            self._rehellos.clear()
+
+    def _next_phase(self, now: float) -> None:
+        """Move on to the next phase of stopping when it is time."""
         if self.phase is Phase.RUNNING:
             if self.exhausted and not self.scheduler.tasks:
                 self._begin_drain("all tasks are done", now)
@@ -339,10 +379,6 @@ class MasterCore:
                 self._effects.begin_delivery = True
         elif self.phase is Phase.DELIVERING and now > self._deadline:
             self.phase = Phase.DONE
-        if len(self._complaints) > _MAX_REMEMBERED:
-            self._complaints.clear()
-        if len(self._rehellos) > _MAX_REMEMBERED:
-            self._rehellos.clear()
 
     def take(self, now: float) -> Effects:
         """Fill free credit and return everything the master must do for this turn."""
@@ -350,7 +386,7 @@ class MasterCore:
         effects, self._effects = self._effects, Effects()
         effects.settled.extend(actions.settled)
         effects.requeued.extend(actions.requeued)
-        if self._acks:  # first: a Shutdown of the same turn comes after the last Ack
+        if self._acks and not self.journal_full:  # first: a Shutdown of the same turn comes after the last Ack
             effects.sends[:0] = [(identity, protocol.Ack(ids)) for identity, ids in self._acks.items()]
             self._acks = {}
         identities = self._identities
@@ -421,7 +457,8 @@ class MasterCore:
             Welcome(self.master_id, self.run_id, settings.heartbeat_interval, settings.controller_timeout),
         )
         if known:
-            log.info("controller %s reconnected", cid)
+            # While the journal is full, controllers register again and again for their Acks.
+            log.log(logging.DEBUG if self.journal_full else logging.INFO, "controller %s reconnected", cid)
         else:
             log.info(
                 "controller %s joined (%s, pid %d, %s)", cid, hello.host, hello.pid, plural(hello.workers, "worker")
@@ -438,6 +475,10 @@ class MasterCore:
             self._rehello(identity, now)
             return
         acks = self._acks.get(identity)
+        if acks and self.journal_full:
+            # Acks wait: the controller sends its results again meanwhile, counted once.
+            waiting = set(acks)
+            message = Results([r for r in message.results if r.task_id not in waiting], message.credit)
         if len(message.results) + (len(acks) if acks else 0) > self.settings.max_credit:
             # More results in one turn than a controller can hold tasks: a flood, not a batch.
             # Dropped unacknowledged (a controller would send them again later).

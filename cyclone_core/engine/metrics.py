@@ -93,6 +93,19 @@ class _Collector(Collector):
             errors.add_metric([sink["name"]], sink["errors"])
         yield backlog
         yield errors
+        journal = s.get("journal")
+        if journal is not None:
+            yield GaugeMetricFamily(
+                "cyclone_journal_full",
+                "1 while the journal cannot be written (a full disk): nothing is dispatched meanwhile.",
+                value=int(journal["full"]),
+            )
+            if journal["free_bytes"] is not None:
+                yield GaugeMetricFamily(
+                    "cyclone_journal_free_bytes",
+                    "Free space on the journal's file system.",
+                    value=journal["free_bytes"],
+                )
 
 
 class _Server(HTTPServer):

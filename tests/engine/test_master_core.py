@@ -418,3 +418,46 @@ def test_a_stale_hello_from_an_older_connection_never_registered_gets_no_work() 
     assert core.controller_of(b"c1.5") == "c1"
     assert not effects.dispatch
     core.check()
+
+
+def results_frame(task_ids: list[str], credit: int = 0) -> bytes:
+    return p.encode(p.Results([Result(task_id, "noop", Status.OK) for task_id in task_ids], credit=credit))
+
+
+def test_a_journal_that_cannot_be_written_holds_back_acks_and_dispatches_until_it_can() -> None:
+    core = make_core()
+    core.submit(records(1, 4))
+    core.frame(b"c1.1", [hello("c1", credit=2)], 0.0)
+    first = core.take(0.0)
+    assert [len(batch) for _, batch in first.dispatch] == [2]
+    core.frame(b"c1.1", [results_frame(["r-1", "r-2"], credit=2)], 0.1)
+    effects = core.take(0.1)
+    assert sent(effects, b"c1.1", p.Ack) and effects.dispatch
+    # The commit of that turn failed: its Acks wait and its dispatch goes back to the queue.
+    core.journal_failed(effects, 0.1)
+    assert not sent(effects, b"c1.1", p.Ack)
+    assert not effects.dispatch
+    assert core.scheduler.queued == 2
+    assert core.feed_room(0.2) == 0
+    # The controller sends its results again (no Ack came): counted once, still not acknowledged.
+    core.frame(b"c1.1", [results_frame(["r-1", "r-2"])], 1.0)
+    held = core.take(1.0)
+    assert not sent(held, b"c1.1", p.Ack)
+    assert not held.dispatch and not held.settled
+    assert core.scheduler.stats.succeeded == 2
+    core.check()
+    core.journal_written()
+    resumed = core.take(1.1)
+    (ack,) = sent(resumed, b"c1.1", p.Ack)
+    assert sorted(ack.task_ids) == ["r-1", "r-2"], "each result acknowledged once"
+    assert [len(batch) for _, batch in resumed.dispatch] == [2], "the credit handed back is used again"
+    # The run does not end while its last results are not journaled.
+    core.generator_ended()
+    core.frame(b"c1.1", [results_frame(["r-3", "r-4"])], 1.2)
+    core.journal_failed(core.take(1.2), 1.2)
+    core.tick(3.0)
+    assert core.phase is Phase.RUNNING
+    core.journal_written()
+    core.tick(3.1)
+    assert core.phase is Phase.DRAINING
+    core.check()
