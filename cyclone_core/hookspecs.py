@@ -22,12 +22,14 @@ import pluggy
 if TYPE_CHECKING:
     import typer
 
+    from cyclone_core.dashboard.panels import Panel
     from cyclone_core.model import Result, ResultSink, Task, TaskGenerator
 
 __all__ = (
     "cyclone_commands",
     "cyclone_controller_joined",
     "cyclone_controller_lost",
+    "cyclone_dashboard_panels",
     "cyclone_generators",
     "cyclone_results",
     "cyclone_sinks",
@@ -134,6 +136,23 @@ def cyclone_controller_lost(controller_id: str, reason: str, requeued: int) -> N
     :param controller_id: the controller's id.
     :param reason: ``"goodbye"`` for a clean exit, or why it was declared lost.
     :param requeued: how many of its tasks went back to the queue.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def cyclone_dashboard_panels() -> Sequence[Panel]:
+    """Return grids the master's dashboard shows, filled from results (per OST, per MDT x OST).
+
+    Called once by a master that serves the dashboard (``master.http_port``), when it starts.
+    Each :class:`cyclone_core.dashboard.Panel` names the task types it looks at and a ``fold``
+    function that turns one terminal result into the :class:`cyclone_core.dashboard.Cell`
+    objects it updates; the page keeps the latest cell per row and column and draws every
+    panel with the same grid, so a plugin needs no JavaScript.  ``fold`` runs on the master's
+    event loop: it must be quick; what it raises is counted and logged, never propagated.
+
+    :return: the panels; an empty sequence is fine.
 
     .. versionadded:: 0.1
     """

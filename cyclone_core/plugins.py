@@ -29,6 +29,7 @@ from cyclone_core.model import ResultSink, Task, TaskGenerator
 if TYPE_CHECKING:
     import typer
 
+    from cyclone_core.dashboard.panels import Panel
     from cyclone_core.model import Result
 
 __all__ = ("ENTRY_POINT_GROUP", "PluginInfo", "Plugins", "get_plugins")
@@ -250,6 +251,31 @@ class Plugins:
             info = self._infos.get(impl.plugin_name)
             if info is not None:
                 info.commands = sorted(added)
+
+    def dashboard_panels(self) -> list[Panel]:
+        """The panels plugins add to the dashboard (``cyclone_dashboard_panels``), first of each
+        name; a plugin whose hook raises or returns something else is logged and left out."""
+        from cyclone_core.dashboard.panels import Panel  # noqa: PLC0415  (only a dashboard needs it)
+
+        panels: dict[str, Panel] = {}
+        for impl in reversed(self.manager.hook.cyclone_dashboard_panels.get_hookimpls()):
+            try:
+                returned: Any = impl.function()
+                found = list(returned or ())
+                for panel in found:
+                    if not isinstance(panel, Panel):
+                        raise TypeError(f"{panel!r:.60} is not a cyclone_core.dashboard.Panel")
+            except Exception as exc:  # third-party code
+                log.error("plugin '%s' failed in cyclone_dashboard_panels: %s", impl.plugin_name, exc)
+                continue
+            for panel in found:
+                if panel.name in panels:
+                    log.warning(
+                        "dashboard panel '%s' of plugin '%s' is another's name; left out", panel.name, impl.plugin_name
+                    )
+                    continue
+                panels[panel.name] = panel
+        return list(panels.values())
 
     def notify(self, hook_name: str, **kwargs: Any) -> None:
         """Call a lifecycle hook the way pluggy calls hooks (its order, its wrappers); an

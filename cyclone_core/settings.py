@@ -34,6 +34,12 @@ class MasterSettings:
     #: Address the metrics endpoint listens on: loopback unless set (``"0.0.0.0"``: every
     #: interface, for a Prometheus on another host).
     metrics_bind: str = "127.0.0.1"
+    #: Port of the web dashboard (docs/dashboard.md); 0 turns it off.
+    http_port: int = attrs.field(default=0, validator=[attrs.validators.ge(0), attrs.validators.le(65535)])
+    #: Address the dashboard listens on: loopback unless set.
+    http_bind: str = "127.0.0.1"
+    #: A file holding the dashboard's token (one line); empty: a random token, printed at start.
+    http_token_file: str = ""
     #: Seconds of silence after which a controller is declared lost and its tasks re-queued.
     controller_timeout: float = attrs.field(default=20.0, validator=attrs.validators.gt(0))
     #: Seconds between heartbeats in each direction.

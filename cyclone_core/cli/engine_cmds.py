@@ -66,6 +66,10 @@ JournalOption = Annotated[
     str | None, typer.Option("--journal", help="SQLite journal; a master restarted on it resumes the run.")
 ]
 MetricsOption = Annotated[int | None, typer.Option("--metrics-port", help="Serve Prometheus metrics on this port.")]
+HttpOption = Annotated[
+    int | None,
+    typer.Option("--http-port", min=0, max=65535, help="Serve the web dashboard on this port (docs/dashboard.md)."),
+]
 PidFileOption = Annotated[str | None, typer.Option("--pid-file", help="One instance per pid file.")]
 KeysOption = Annotated[
     str | None,
@@ -233,6 +237,7 @@ def run(  # noqa: PLR0917  (typer passes options as parameters)
     ] = None,
     journal: JournalOption = None,
     metrics_port: MetricsOption = None,
+    http_port: HttpOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
 ) -> None:
     """Run a whole job here: a master, local controllers and their workers, then a summary.
@@ -247,11 +252,14 @@ def run(  # noqa: PLR0917  (typer passes options as parameters)
         config.master.journal = journal
     if metrics_port is not None:
         config.master.metrics_port = metrics_port
+    if http_port is not None:
+        config.master.http_port = http_port
     bar = _ProgressLine(sys.stderr) if sys.stderr.isatty() else None
     with contextlib.ExitStack() as stack:
 
         def on_master(the_master: Master) -> None:
             stack.enter_context(_stop_on_signals(the_master.request_stop, "the run"))
+            _announce_dashboard(the_master)
 
         try:
             code, summary = run_local(
@@ -265,6 +273,12 @@ def run(  # noqa: PLR0917  (typer passes options as parameters)
     else:
         _print_summary(summary)
     raise typer.Exit(code)
+
+
+def _announce_dashboard(the_master: Master) -> None:
+    """Tell the user who started the master how to open its dashboard (the token, once)."""
+    if the_master.dashboard is not None:
+        typer.echo(the_master.dashboard.announcement(), err=True)
 
 
 # -- the daemons ------------------------------------------------------------------------------
@@ -281,6 +295,7 @@ def master(  # noqa: PLR0917
     journal: JournalOption = None,
     pid_file: PidFileOption = None,
     metrics_port: MetricsOption = None,
+    http_port: HttpOption = None,
     keys: KeysOption = None,
     insecure: InsecureOption = False,
 ) -> None:
@@ -297,6 +312,7 @@ def master(  # noqa: PLR0917
         "journal": journal,
         "pid_file": pid_file,
         "metrics_port": metrics_port,
+        "http_port": http_port,
         "keys": keys,
         "insecure": insecure or None,  # the flag only turns it on
     }
@@ -308,6 +324,7 @@ def master(  # noqa: PLR0917
     with _pid_file(settings.pid_file):
         the_master = Master(settings, build_generator(config), build_sinks(config))
         with the_master, _stop_on_signals(the_master.request_stop, "the master"):
+            _announce_dashboard(the_master)
             code = the_master.run()
     raise typer.Exit(code)
 

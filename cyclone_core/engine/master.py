@@ -46,6 +46,7 @@ from zmq.utils import z85
 
 from cyclone_core import keys
 from cyclone_core.convert import structure, unstructure
+from cyclone_core.dashboard.server import Dashboard
 from cyclone_core.engine import protocol, tempdirs
 from cyclone_core.engine.curve import private_ipc
 from cyclone_core.engine.delivery import SinkDelivery
@@ -141,6 +142,8 @@ class Master:
         self.core: MasterCore | None = None
         self.deliveries: list[SinkDelivery] = []
         self.metrics: MetricsServer | None = None
+        #: The web dashboard, with ``http_port`` (docs/dashboard.md).
+        self.dashboard: Dashboard | None = None
         #: Why the generator stopped early, if it failed.
         self.generator_error: str | None = None
         #: Results left undelivered in the journal when the master stopped.
@@ -256,6 +259,17 @@ class Master:
         if settings.metrics_port:
             self.metrics = MetricsServer(settings.metrics_port, settings.metrics_bind)
             self.metrics.publish(self.status(), core.scheduler.stats.duration)
+        if settings.http_port:
+            self.dashboard = Dashboard(
+                settings.http_port,
+                settings.http_bind,
+                panels=self.plugins.dashboard_panels(),
+                token_file=settings.http_token_file,
+            )
+            # Its state hears of results and departed controllers through the lifecycle hooks.
+            self.plugins.register(self.dashboard.state, name=f"cyclone-dashboard-{id(self.dashboard)}")
+            self.dashboard.publish(self.status(), core.scheduler.stats.latency)
+            log.info("dashboard at %s", self.dashboard.url)
         log.info("master %s listening on %s (run %s)", self.master_id, self.endpoint, journal.run_id)
 
     def _bind(self, pair: keys.Keypair | None) -> zmq.Socket[bytes]:
@@ -440,6 +454,10 @@ class Master:
         if self.metrics is not None:
             self.metrics.close()
             self.metrics = None
+        if self.dashboard is not None:
+            self.plugins.unregister(f"cyclone-dashboard-{id(self.dashboard)}")
+            self.dashboard.close()
+            self.dashboard = None
         if self._sock is not None:
             self._sock.close()
             self._sock = None
@@ -853,6 +871,8 @@ class Master:
             self.journal_health.check_space()
         if self.metrics is not None:
             self.metrics.publish(self.status(), stats.duration)
+        if self.dashboard is not None:
+            self.dashboard.publish(self.status(), stats.latency)
 
     def _send_frame(self, identity: bytes, frame: bytes) -> None:
         assert self._sock is not None

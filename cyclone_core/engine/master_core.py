@@ -372,7 +372,8 @@ class MasterCore:
             if self.exhausted and not self.scheduler.tasks:
                 self._begin_drain("all tasks are done", now)
         elif self.phase is Phase.DRAINING:
-            gone = not self.scheduler.controllers and (self._joined or now >= self._linger_until)
+            linger_until = self._linger_until if self._linger_until is not None else now
+            gone = not self.scheduler.controllers and (self._joined or now >= linger_until)
             if gone or now > self._deadline:
                 self.phase = Phase.DELIVERING
                 self._deadline = now + self.delivery_timeout

@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from cyclone_core import Task, TaskGenerator, hookimpl
+from cyclone_core.dashboard import Panel
 
 from cyclone_file_create.generator import FileCreateGenerator
+from cyclone_file_create.panel import create_panel
 from cyclone_file_create.task import FileCreateTask
 
 
@@ -20,3 +22,9 @@ def cyclone_task_types() -> Sequence[type[Task]]:
 def cyclone_generators() -> Sequence[type[TaskGenerator]]:
     """The ``file-create`` generator."""
     return [FileCreateGenerator]
+
+
+@hookimpl
+def cyclone_dashboard_panels() -> Sequence[Panel]:
+    """The dashboard's grid of the latest check per MDT x OST."""
+    return [create_panel()]

@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from cyclone_core import Task, TaskGenerator, hookimpl
+from cyclone_core.dashboard import Panel
 from cyclone_lustre_ost.migrate import LustreOstMigrateGenerator, LustreOstMigrateTask
 from cyclone_lustre_ost.monitor import LustreOstIoGenerator
+from cyclone_lustre_ost.panel import io_panel
 from cyclone_lustre_ost.probe import LustreOstIoTask
 
 
@@ -20,3 +22,9 @@ def cyclone_task_types() -> Sequence[type[Task]]:
 def cyclone_generators() -> Sequence[type[TaskGenerator]]:
     """``lustre-ost-io`` (probe rounds) and ``lustre-ost-migrate``."""
     return [LustreOstIoGenerator, LustreOstMigrateGenerator]
+
+
+@hookimpl
+def cyclone_dashboard_panels() -> Sequence[Panel]:
+    """The dashboard's grid of the latest probe per OST."""
+    return [io_panel()]
