@@ -36,7 +36,7 @@ app = typer.Typer(
 )
 
 #: Modules under cyclone_core.cli that add the core's commands to :data:`app`.
-CORE_COMMAND_MODULES = ("plugins_cmd", "scaffold_cmd", "engine_cmds", "keys_cmds", "results_cmds")
+CORE_COMMAND_MODULES = ("plugins_cmd", "scaffold_cmd", "engine_cmds", "keys_cmds", "results_cmds", "controllers_cmds")
 
 # click's UsageError (bad option, unknown command): typer re-exports only its subclass
 # BadParameter, and newer typer versions vendor click, so take the class from there.

@@ -1,0 +1,49 @@
+"""Fixtures of the cluster tests: a virtual cluster of network namespaces (``head`` and
+``node1``..``node3``, each node with its own ``sshd``), built once per session, with keys and a
+ClusterShell group (helpers live in ``cluster_support``)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # netns, relay and cluster_support
+sys.path.insert(0, str(Path(__file__).parent.parent / "engine"))  # engine_support
+
+from cluster_support import ClusterSetup
+from engine_support import ClusterKeys
+from netns import VirtualCluster, missing_requirements
+
+from cyclone_core.testing import unavailable
+
+
+@pytest.fixture(scope="session")
+def vcluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VirtualCluster]:
+    """``head`` and ``node1``..``node3`` on 10.77.0.0/24, ``sshd`` on the nodes; torn down at the end."""
+    reason = missing_requirements()
+    if reason:
+        unavailable(reason)
+    directory = tmp_path_factory.mktemp("vcluster")
+    directory.chmod(0o700)
+    with VirtualCluster(directory) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def setup(vcluster: VirtualCluster, tmp_path_factory: pytest.TempPathFactory) -> ClusterSetup:
+    """The virtual cluster with keys (the controllers' shared key admitted), a ClusterShell
+    group ``@nodes`` = ``node[1-3]``, and a run directory."""
+    directory = tmp_path_factory.mktemp("cluster-setup")
+    keys = ClusterKeys.make(directory / "keys")
+    groups = directory / "clustershell"
+    groups.mkdir()
+    (groups / "groups.txt").write_text("nodes: node[1-3]\n")
+    (groups / "groups.conf").write_text(
+        "[Main]\ndefault: local\n\n[local]\n"
+        "map: sed -n 's/^$GROUP:\\(.*\\)/\\1/p' $CFGDIR/groups.txt\n"
+        "list: sed -n 's/^\\([0-9A-Za-z_-]*\\):.*/\\1/p' $CFGDIR/groups.txt\n"
+    )
+    return ClusterSetup(vcluster, keys, directory)
