@@ -94,10 +94,8 @@ def _started_line(tmp_path: Path, args: list[str], env: dict[str, str]) -> str:
             process.wait()
 
 
-def test_the_controller_command_takes_the_allocation_where_nothing_else_says(tmp_path: Path) -> None:
+def test_the_controller_command_lets_its_options_and_configuration_win(tmp_path: Path) -> None:
+    # What it takes from the allocation where they are silent: tests/slurm/test_sbatch.py.
     (tmp_path / "controller.toml").write_text("[controller]\nworkers = 1\n")
-    line = _started_line(tmp_path, ["--config", "controller.toml"], SRUN_TASK)
-    assert f"controller {os.uname().nodename}-4711.0.1 started: 1 worker," in line
-
-    line = _started_line(tmp_path, ["--id", "probe-1"], {**SRUN_TASK, "SLURM_CPUS_PER_TASK": "2"})
-    assert "controller probe-1 started: 2 workers," in line
+    line = _started_line(tmp_path, ["--config", "controller.toml", "--id", "probe-1"], SRUN_TASK)
+    assert "controller probe-1 started: 1 worker," in line
