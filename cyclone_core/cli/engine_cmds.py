@@ -34,7 +34,7 @@ from cyclone_core.engine.error_summary import ErrorGroup, format_error_line
 from cyclone_core.engine.local import run_local
 from cyclone_core.engine.master import Master
 from cyclone_core.engine.pidfile import PidFile
-from cyclone_core.engine.status import fetch_status, format_duration, render_status
+from cyclone_core.engine.status import BY_HOST_ABOVE, expected_hosts, fetch_status, format_duration, render_status
 from cyclone_core.errors import CycloneError, UsageError
 from cyclone_core.plural import plural
 from cyclone_core.slurm import controller_settings as with_slurm_defaults
@@ -400,6 +400,20 @@ def status(  # noqa: PLR0917
         bool, typer.Option("--watch", help="Show the status again every --interval seconds, until Ctrl-C.")
     ] = False,
     interval: Annotated[float, typer.Option("--interval", min=0.1, help="Seconds between two looks (--watch).")] = 2.0,
+    by_host: Annotated[
+        bool | None,
+        typer.Option(
+            "--by-host/--by-controller",
+            help=f"Controllers per host, in folded nodesets, or one row each (default: per host above "
+            f"{BY_HOST_ABOVE} controllers or with --expect).",
+        ),
+    ] = None,
+    expect: Annotated[
+        str | None,
+        typer.Option(
+            "--expect", help="Hosts that should run controllers, as a nodeset (node[01-32]): names the missing."
+        ),
+    ] = None,
 ) -> None:
     """Show a running master's controllers, queue, throughput and failures.
 
@@ -410,26 +424,37 @@ def status(  # noqa: PLR0917
     master goes away (exit code 1).
     """
     check_endpoint(master_endpoint, "--master")
+    expected = expected_hosts(expect) if expect is not None else None
     client_keys = None if insecure else status_keys(key_dir(keys or ""))
 
     def fetch() -> dict[str, Any]:
         return fetch_status(master_endpoint, timeout, client_keys)
+
+    def render(snapshot: dict[str, Any], console: Console) -> None:
+        render_status(snapshot, console, by_host=by_host, expect=expected)
 
     if not watch:
         snapshot = fetch()
         if as_json:
             typer.echo(json.dumps(snapshot, indent=2))
         else:
-            render_status(snapshot, Console())
+            render(snapshot, Console())
         return
     try:
-        _watch_status(fetch, master_endpoint, interval, as_json)
+        _watch_status(fetch, render, master_endpoint, interval, as_json)
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
 
 
-def _watch_status(fetch: Callable[[], dict[str, Any]], endpoint: str, interval: float, as_json: bool) -> None:
-    """Show ``fetch()`` every ``interval`` seconds: in place on a terminal, else one after the other."""
+def _watch_status(
+    fetch: Callable[[], dict[str, Any]],
+    render: Callable[[dict[str, Any], Console], None],
+    endpoint: str,
+    interval: float,
+    as_json: bool,
+) -> None:
+    """Show ``fetch()`` with ``render`` every ``interval`` seconds: in place on a terminal, else
+    one after the other."""
     out = sys.stdout
     in_place = out.isatty() and not as_json
     drawn = 0  # lines of the last frame on the terminal
@@ -448,7 +473,7 @@ def _watch_status(fetch: Callable[[], dict[str, Any]], endpoint: str, interval: 
             width = shutil.get_terminal_size().columns
             console = Console(file=io.StringIO(), width=width, force_terminal=in_place, no_color=not in_place)
             console.print(f"{time.strftime('%H:%M:%S')}, every {interval:g} s (Ctrl-C to stop)", highlight=False)
-            render_status(snapshot, console)
+            render(snapshot, console)
             frame = console.file.getvalue()  # type: ignore[attr-defined]
             if in_place:
                 # Back to the first line of the last frame, erase to the end of the screen, redraw.

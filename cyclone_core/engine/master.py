@@ -649,7 +649,7 @@ class Master:
             self._deliver_to_plugins(results)
 
     def _remember_lost(self, controller_id: str, reason: str) -> None:
-        host = self._hosts.pop(controller_id, "?")
+        host = self._hosts.pop(controller_id, None)
         if reason == "goodbye":
             return
         self._lost[controller_id] = {"id": controller_id, "host": host, "reason": reason, "lost_at": time.time()}

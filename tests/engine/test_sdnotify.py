@@ -170,6 +170,7 @@ def test_master_and_controller_notify_systemd(tmp_path: Path, notify_socket) -> 
                     "name": "benchmark",
                     "options": {"count": 100_000, "task": "sleep", "args": {"seconds": 0.05}},
                 },
+                "sinks": {"sqlite": {"path": str(tmp_path / "results.sqlite")}},
             }
         )
     )
