@@ -324,6 +324,18 @@ class ResultSink:
     batch_size: int = attrs.field(default=1000, validator=attrs.validators.gt(0))
     flush_interval: float = attrs.field(default=1.0, validator=attrs.validators.ge(0))
 
+    def check(self) -> None:
+        """Find out, before the run starts, whether the sink can work at all with its options.
+
+        Called once in the master's process before any task is dispatched, before
+        :meth:`open`.  Raise with a one-line message (a :class:`~cyclone_core.CycloneError`)
+        when it cannot: credentials refused, unknown database, an address that does not
+        resolve, a path that cannot be written.  The master then does not start: ``error:
+        sink 'NAME': MESSAGE`` and exit code 2.  Return when it can, or may later (a server
+        down or out of reach now): delivery retries that with backoff, as it does when the
+        sink fails during the run.  Release whatever it opened.  The default checks nothing.
+        """
+
     def open(self) -> None:
         """Connect or create storage; raising here counts as a failed delivery, retried later."""
 

@@ -91,6 +91,14 @@ class SqliteSink(ResultSink):
     path: str = "cyclone-results.sqlite"
     _db: sqlite3.Connection | None = attrs.field(default=None, init=False, repr=False, eq=False)
 
+    def check(self) -> None:
+        """Open (or create) the database and its table, and close it: a path that cannot be
+        written stops the run before it starts."""
+        try:
+            self.open()
+        finally:
+            self.close()
+
     def open(self) -> None:
         """Open (or create) the database and its table."""
         try:
@@ -154,6 +162,14 @@ class JsonlSink(ResultSink):
     def remembered(self) -> int:
         """How many of the latest ids the sink keeps."""
         return max(JSONL_RECENT_IDS, 4 * self.batch_size)
+
+    def check(self) -> None:
+        """Open the file for appending (creating it) and close it: a path that cannot be
+        written stops the run before it starts."""
+        try:
+            os.close(os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644))
+        except OSError as exc:
+            raise CycloneError(f"cannot open {self.path} for writing: {exc.strerror or exc}") from None
 
     def open(self) -> None:
         """Read the latest ids stored and open the file for appending."""

@@ -7,7 +7,9 @@ that a sink keeping up never reads them back from SQLite; whatever is not in mem
 from before a restart, or those of a sink that fell far behind) is read from the journal
 through the thread's own connection.  The journal stays the durable record either way.
 
-A sink that fails (in ``open`` or ``write``) is retried with exponential backoff up to
+Before any of that, :func:`check_sinks` finds the sinks that cannot work at all (their
+``check``), so that a wrong password or path stops the master before the run starts.  A sink
+that fails (in ``open`` or ``write``) is retried with exponential backoff up to
 :data:`BACKOFF_MAX` seconds; the failure is logged as one line and counted, and nothing else
 waits for it: the master keeps dispatching and the results wait in the journal.  Anything else
 that goes wrong in a delivery thread (reading the journal, say) is not the sink's failure and is
@@ -20,17 +22,17 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from cyclone_core.engine.journal import JOURNAL_RETRY, JournalWriteError, Outbox
-from cyclone_core.errors import one_line_error
+from cyclone_core.errors import ConfigError, CycloneError, one_line_error
 
 if TYPE_CHECKING:
     from cyclone_core.engine.journal import Journal
     from cyclone_core.model import Result, ResultSink
 
-__all__ = ("BACKOFF_MAX", "SinkDelivery")
+__all__ = ("BACKOFF_MAX", "SinkDelivery", "check_sinks")
 
 log = logging.getLogger("cyclone.delivery")
 
@@ -40,6 +42,18 @@ _BACKOFF_FIRST = 0.5
 #: Results a delivery thread keeps in memory at most; past that, new ones are read from the
 #: journal when their turn comes (a sink that is down does not make the master grow).
 MEMORY_RESULTS = 20_000
+
+
+def check_sinks(sinks: Sequence[ResultSink]) -> None:
+    """Call each sink's :meth:`~cyclone_core.model.ResultSink.check`; raise :class:`ConfigError`
+    ``sink 'NAME': what is wrong`` for the first that cannot work at all."""
+    for sink in sinks:
+        try:
+            sink.check()
+        except Exception as exc:  # third-party code: whatever it raises means "cannot work"
+            text = " ".join(str(exc).split()) if isinstance(exc, CycloneError) else one_line_error(exc)
+            prefix = f"sink '{sink.name}'"
+            raise ConfigError(text if text.startswith(prefix) else f"{prefix}: {text}") from exc
 
 
 class SinkDelivery:

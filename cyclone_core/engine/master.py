@@ -49,7 +49,7 @@ from cyclone_core.convert import structure, unstructure
 from cyclone_core.dashboard.server import Dashboard
 from cyclone_core.engine import protocol, tempdirs
 from cyclone_core.engine.curve import private_ipc
-from cyclone_core.engine.delivery import SinkDelivery
+from cyclone_core.engine.delivery import SinkDelivery, check_sinks
 from cyclone_core.engine.journal import Journal, JournalHealth, JournalWriteError
 from cyclone_core.engine.master_core import Effects, EnrollRequest, MasterCore, Phase, peer_name
 from cyclone_core.engine.metrics import MetricsServer
@@ -199,8 +199,8 @@ class Master:
     # -- life cycle ------------------------------------------------------------------------
 
     def open(self) -> str:
-        """Open the journal (resuming it), bind, start delivery and metrics; returns the
-        endpoint bound."""
+        """Check the sinks, open the journal (resuming it), bind, start delivery and metrics;
+        returns the endpoint bound."""
         try:
             self._open()
         except BaseException:
@@ -210,6 +210,7 @@ class Master:
 
     def _open(self) -> None:
         settings = self.settings
+        check_sinks(self.sinks)  # a sink that cannot work at all stops the master before the run
         path = settings.journal
         if not path:
             self._temp_dir = tempdirs.make("journal")

@@ -131,6 +131,19 @@ class MySQLSink(ResultSink):
         """The ``CREATE TABLE IF NOT EXISTS`` statement of the configured table and layout."""
         return self.schema.create_sql(self.table)
 
+    def check(self) -> None:
+        """Open and close again, before the run: a refused login, an unknown database or host,
+        a missing table stop the run before it starts.  A server that does not answer now
+        (refused connection, timeout) may later: logged, and left to the delivery's retries."""
+        try:
+            self.open()
+        except CycloneError as exc:
+            if not isinstance(exc.__cause__, MySQLdb.Error) or not self._lost(exc.__cause__):
+                raise
+            log.warning("%s; results wait in the journal until it answers", exc)
+        finally:
+            self.close()
+
     def open(self) -> None:
         """Connect, create the table if asked to, and check that it has the layout's columns."""
         self._connect()

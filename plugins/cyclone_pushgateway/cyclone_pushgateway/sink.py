@@ -12,7 +12,9 @@ from __future__ import annotations
 import http.client
 import logging
 import re
+import socket
 import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from typing import ClassVar
 from urllib.parse import urlsplit
@@ -103,6 +105,27 @@ class PushgatewaySink(ResultSink):
         """``URL (job J, label value...)``: the gateway and group, as errors name them."""
         group = ", ".join([f"job {self.job}", *(f"{k} {v}" for k, v in sorted(self.grouping.items()))])
         return f"{self.url} ({group})"
+
+    def check(self) -> None:
+        """Before the run: the URL's host must resolve, and the gateway's ``/-/ready`` must not
+        answer with an HTTP error (a wrong path, or not a gateway there).  A gateway that does
+        not answer now may later: logged, and left to the delivery's retries."""
+        host = urlsplit(self.url).hostname or ""
+        try:
+            socket.getaddrinfo(host, None)
+        except (OSError, UnicodeError):
+            raise CycloneError(f"url {self.url}: cannot resolve the host '{host}'") from None
+        ready = self.url.rstrip("/") + "/-/ready"
+        try:
+            with urllib.request.urlopen(ready, timeout=self.timeout):  # noqa: S310  (http or https: checked)
+                pass
+        except urllib.error.HTTPError as exc:
+            raise CycloneError(
+                f"url {self.url}: GET {ready}: HTTP {exc.code} {exc.reason}: not a Pushgateway"
+            ) from None
+        except (OSError, http.client.HTTPException) as exc:
+            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+            log.warning("pushgateway %s: %s; metrics are pushed once it answers", self.target, _one_line(str(reason)))
 
     def write(self, results: Sequence[Result]) -> None:
         """Fold ``results`` into the state and push it; raise one line if the push fails."""
