@@ -175,7 +175,7 @@ class Master:
         #: Whether the journal takes writes, and the free space under it, once open.
         self.journal_health: JournalHealth | None = None
         self._unjournaled: list[Result] = []  # terminal results waiting for a journal that takes writes
-        #: systemd's notifications (``Type=notify`` units), taken from the environment in :meth:`run`.
+        #: systemd's notifications (``Type=notify`` units), taken from the environment in :meth:`open`.
         self._notify = SystemdNotifier({})
         #: Registered controllers' hosts, and the controllers lost (not left) since, for the status.
         self._hosts: dict[str, str] = {}
@@ -272,6 +272,8 @@ class Master:
             self.dashboard.publish(self.status(), core.scheduler.stats.latency)
             log.info("dashboard at %s", self.dashboard.url)
         log.info("master %s listening on %s (run %s)", self.master_id, self.endpoint, journal.run_id)
+        # Taken (and unset) before cyclone run starts its controllers: systemd hears the master only.
+        self._notify = SystemdNotifier(unset=True)
 
     def _bind(self, pair: keys.Keypair | None) -> zmq.Socket[bytes]:
         """The master's ROUTER socket, bound: a CURVE server with its ZAP handler unless
@@ -394,7 +396,6 @@ class Master:
         if self._monitor is not None:
             poller.register(self._monitor, zmq.POLLIN)
         self._next_compaction = time.monotonic() + _COMPACT_EVERY
-        self._notify = SystemdNotifier(unset=True)
         self._notify.ready(self._status_line(), time.monotonic())
         try:
             while not self.core.done:

@@ -219,3 +219,21 @@ def test_master_and_controller_notify_systemd(tmp_path: Path, notify_socket) -> 
             left = descendants(proc.pid) if proc.popen.poll() is None else []
             proc.kill_group()
             wait_gone(left, f"the processes of cyclone {proc.args[0]}")
+
+
+def test_cyclone_run_notifies_as_its_master_alone(tmp_path: Path, notify_socket) -> None:
+    """``cyclone run`` under a notify unit: its local controllers, started after the master took
+    the variables, do not speak to systemd in its name."""
+    received = notify_socket("run.notify")
+    env = {**os.environ, "NOTIFY_SOCKET": received.address, "WATCHDOG_USEC": "400000"}
+    env.pop("CYCLONE_DEBUG", None)
+    args = ["run", "-g", "count=200", "--workers", "1", "--sink", "jsonl", "-s", f"jsonl.path={tmp_path / 'out.jsonl'}"]
+    run = Proc(args, tmp_path / "run.log", env)
+    try:
+        assert run.wait(60) == 0, run.output()
+        lines = received.lines()
+        assert lines[0] == "READY=1", lines
+        assert "STOPPING=1" in lines
+        assert {pid for pid, _ in received.messages()} == {run.pid}
+    finally:
+        run.kill_group()
