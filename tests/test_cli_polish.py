@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import shutil
+import signal
 import socket
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -252,3 +255,73 @@ def test_workers_0_is_one_per_cpu(run_cyclone: Any, tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert f" started: {plural(cpus, 'worker')}, task types " in done.stderr
+
+
+# -- a resumed run's summary --------------------------------------------------------------------
+
+
+def _descendants(pid: int) -> list[int]:
+    """The processes under ``pid`` (children, their children, ...), from /proc."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue  # exited meanwhile
+            parents.setdefault(int(stat.rpartition(")")[2].split()[1]), []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        children = parents.get(todo.pop(), [])
+        found += children
+        todo += children
+    return found
+
+
+def _journaled(journal: Path) -> tuple[int, int]:
+    """Results in the journal, and how many of them the sqlite sink has (0, 0 before it exists)."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{journal}?mode=ro", uri=True)) as db:
+            results = db.execute("SELECT coalesce(max(first + count - 1), 0) FROM results").fetchone()[0]
+            marks = dict(db.execute("SELECT sink, last FROM delivered").fetchall())
+    except sqlite3.Error:
+        return 0, 0
+    return int(results), int(marks.get("sqlite", 0))
+
+
+def test_a_resumed_run_says_what_it_delivered_of_the_killed_runs_backlog(run_cyclone: Any, tmp_path: Path) -> None:
+    journal = tmp_path / "journal.sqlite"
+    job = ["run", "--journal", str(journal), "-g", "count=12", "-g", "task=sleep", "-g", "args.seconds=0.1"]
+    # The sink gets nothing during the first run: its results stay journaled, not delivered.
+    held = ["-s", "sqlite.flush_interval=3600", "-s", "sqlite.batch_size=100000"]
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CYCLONE_")}
+    cyclone = shutil.which("cyclone")
+    assert cyclone is not None
+    first = subprocess.Popen(
+        [cyclone, *job, "--workers", "2", *held],
+        cwd=tmp_path,
+        env={**env, **ONLY_BUILTINS},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while _journaled(journal)[0] < 3 and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert first.poll() is None, "the first run ended before it was killed"
+        assert _journaled(journal)[0] >= 3, "no results journaled in time"
+        under = _descendants(first.pid)
+        first.kill()  # the master dies with its results journaled and undelivered
+        for pid in under:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    finally:
+        first.kill()
+        first.wait(30)
+    journaled, delivered = _journaled(journal)
+    assert delivered == 0
+    done = run_cyclone(*job, "--workers", "2", env=ONLY_BUILTINS, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert f"  resumed: {journaled} results journaled before the restart delivered now (sqlite)\n" in done.stdout
+    with contextlib.closing(sqlite3.connect(tmp_path / "cyclone-results.sqlite")) as db:
+        assert db.execute("SELECT count(*) FROM results").fetchone()[0] == 12

@@ -202,10 +202,26 @@ def _print_summary(summary: dict[str, Any]) -> None:
         typer.echo(
             f"  stopped early: {plural(summary['submitted'] - settled, 'task')} taken from the generator did not run"
         )
+    _print_backlog(summary.get("backlog") or {})
     if summary["undelivered"]:
         typer.echo(f"  {plural(summary['undelivered'], 'result')} could not be delivered to the sinks yet")
     if summary["generator_error"]:
         typer.echo(f"  the generator failed: {summary['generator_error']}")
+
+
+def _print_backlog(backlog: dict[str, dict[str, int]]) -> None:
+    """What a resumed run delivered of the results its previous master journaled and the sinks
+    did not have yet, for all sinks at once when they agree, else per sink."""
+    counts = {(part["delivered"], part["waiting"]) for part in backlog.values()}
+    if len(counts) == 1:
+        delivered, waiting = counts.pop()
+        got = f"{delivered:,} of {waiting:,}" if delivered < waiting else f"{waiting:,}"
+        sinks = ", ".join(backlog)
+        noun = "result" if waiting == 1 else "results"
+        typer.echo(f"  resumed: {got} {noun} journaled before the restart delivered now ({sinks})")
+    elif backlog:
+        parts = ", ".join(f"{p['delivered']:,} of {p['waiting']:,} to {name}" for name, p in backlog.items())
+        typer.echo(f"  resumed: results journaled before the restart delivered now: {parts}")
 
 
 def _print_errors(summary: dict[str, Any]) -> None:

@@ -72,6 +72,9 @@ class SinkDelivery:
         self.mark = 0
         #: Results delivered by this thread, failures so far, the latest failure.
         self.delivered = 0
+        #: Results a previous master journaled and this sink did not have when the thread
+        #: started (a resumed run's backlog); delivered first, in order.
+        self.backlog_at_start = 0
         self.errors = 0
         self.last_error: str | None = None
         #: True while the sink is failing (between a failure and the next success).
@@ -93,6 +96,11 @@ class SinkDelivery:
     def backlog(self) -> int:
         """Results in the journal this sink does not have yet."""
         return max(self._journal.last_result - self.mark, 0)
+
+    @property
+    def backlog_delivered(self) -> int:
+        """How many of the results waiting when the thread started it has delivered."""
+        return min(self.delivered, self.backlog_at_start)
 
     def start(self) -> None:
         """Start the thread; returns once it has read its delivered mark."""
@@ -171,6 +179,7 @@ class SinkDelivery:
         try:
             outbox = Outbox(self._journal.path, self.name)
             self.mark = outbox.mark
+            self.backlog_at_start = self.backlog
         finally:
             self._ready.set()
         opened = False

@@ -939,7 +939,9 @@ class Master:
         return snapshot
 
     def summary(self) -> dict[str, Any]:
-        """The run in numbers (``cyclone run`` prints it): counts, duration, rate, round trip."""
+        """The run in numbers (``cyclone run`` prints it): counts, duration, rate, round trip;
+        ``backlog``: per sink, the results of a previous master it still lacked when this one
+        started (``waiting``) and how many of them it got (``delivered``)."""
         assert self.core is not None
         stats = self.core.scheduler.stats
         duration = max((self.finished_at or time.time()) - self.started_at, 1e-9) if self.started_at else 0.0
@@ -952,6 +954,11 @@ class Master:
             "latency_ms_p99": _ms(stats.latency.quantile(0.99)),
             "interrupted": self.interrupted,
             "undelivered": self.undelivered,
+            "backlog": {
+                d.name: {"waiting": d.backlog_at_start, "delivered": d.backlog_delivered}
+                for d in self.deliveries
+                if d.backlog_at_start
+            },
             "generator_error": self.generator_error,
         }
 
