@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -89,3 +90,12 @@ def test_scancel_drains_the_job_and_a_resubmission_resumes_from_the_journal(
     assert slurm.wait_final(job, 60) == "COMPLETED", output(tmp_path, job)
     assert "resuming run" in output(tmp_path, job)
     assert results(sink) == collections.Counter({str(key): 1 for key in range(800)})
+
+
+def test_the_docs_and_the_script_name_the_same_settings() -> None:
+    script = SBATCH.read_text()
+    read = set(re.findall(r"\$\{(CYCLONE_[A-Z_]+):-", script))
+    described = set(re.findall(r"^#   (CYCLONE_[A-Z_]+) ", script, re.MULTILINE))
+    operations = (SBATCH.parent.parent.parent / "docs" / "operations.md").read_text()
+    documented = set(re.findall(r"^\| `(CYCLONE_[A-Z_]+)` \|", operations, re.MULTILINE))
+    assert read == described == documented == {"CYCLONE_JOB_DIR", "CYCLONE_KEYS", "CYCLONE_PORT", "CYCLONE_MASTER_HOST"}
