@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pty
+import re
 import select
 import shutil
 import signal
@@ -325,3 +327,70 @@ def test_a_resumed_run_says_what_it_delivered_of_the_killed_runs_backlog(run_cyc
     assert f"  resumed: {journaled} results journaled before the restart delivered now (sqlite)\n" in done.stdout
     with contextlib.closing(sqlite3.connect(tmp_path / "cyclone-results.sqlite")) as db:
         assert db.execute("SELECT count(*) FROM results").fetchone()[0] == 12
+
+
+# -- log lines and the progress line ------------------------------------------------------------
+
+
+def _rendered(line: str) -> str:
+    """What a terminal shows of one line of output: carriage returns go back to the first
+    column, ESC [ K erases to the end of the line, other characters overwrite."""
+    shown: list[str] = []
+    column = 0
+    index = 0
+    while index < len(line):
+        if line.startswith("\x1b[K", index):
+            del shown[column:]
+            index += 3
+            continue
+        char = line[index]
+        if char == "\r":
+            column = 0
+        else:
+            shown[column : column + 1] = [char]
+            column += 1
+        index += 1
+    return "".join(shown).rstrip()
+
+
+def test_log_lines_never_land_on_the_progress_line(tmp_path: Path) -> None:
+    cyclone = shutil.which("cyclone")
+    assert cyclone is not None
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CYCLONE_")}
+    env.update(ONLY_BUILTINS, COLUMNS="120", LINES="40")
+    primary, secondary = pty.openpty()
+    # Crashing tasks: warnings from the controller's process (the crashes) and from this one
+    # (the quarantines), while the progress line is drawn.
+    command = [cyclone, "run", "-g", "task=crash", "-g", "count=3", "--workers", "1"]
+    process = subprocess.Popen(command, stdin=secondary, stdout=secondary, stderr=secondary, cwd=tmp_path, env=env)
+    os.close(secondary)
+    output = b""
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([primary], [], [], 1.0)
+            if not ready:
+                if process.poll() is not None:
+                    break
+                continue
+            try:
+                chunk = os.read(primary, 65536)
+            except OSError:  # EIO: every writer closed the terminal
+                break
+            if not chunk:
+                break
+            output += chunk
+    finally:
+        process.kill()
+        process.wait(30)
+        os.close(primary)
+    text = output.decode("utf-8", "replace")
+    lines = text.split("\n")
+    records = [_rendered(line) for line in lines if " WARNING cyclone." in line]
+    assert any("crashed its worker" in record for record in records), text
+    assert any("quarantined" in record for record in records), text
+    first_bar = text.find("tasks/s")
+    assert 0 <= first_bar < text.rfind(" WARNING cyclone."), "no warning after the progress line was drawn"
+    for record in records:
+        assert re.match(r"\d{4}-\d\d-\d\d [\d:,]+ WARNING cyclone\.\w+: ", record), record
+        assert "tasks/s" not in record, record

@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any, TextIO
@@ -152,11 +153,18 @@ def _pid_file(path: str) -> Iterator[None]:
 
 class _ProgressLine:
     """One self-rewriting line on a terminal: a bar with done/total and the time left when the
-    total is known (from the generator, or once it is exhausted), else done and submitted; rate."""
+    total is known (from the generator, or once it is exhausted), else done and submitted; rate.
+
+    Log records of this process go above it (:meth:`logs_above`): the line is erased, the
+    record written, the line drawn again.  The local controllers, in processes of their own,
+    start each record by erasing the line (:mod:`~cyclone_core.engine.local`); it is drawn
+    again with the next snapshot."""
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
         self.width = 0
+        self._line = ""
+        self._lock = threading.Lock()  # snapshots come from the master's loop, records from any thread
 
     def __call__(self, snapshot: dict[str, Any]) -> None:
         done = snapshot["succeeded"] + snapshot["failed"] + snapshot["quarantined"]
@@ -171,15 +179,70 @@ class _ProgressLine:
             if rate > 0 and done < total:
                 head += f"  {format_duration((total - done) / rate)} left"
         problems = snapshot["failed"] + snapshot["quarantined"]
-        line = f"{head}  {rate:,.0f} tasks/s" + (f"  {problems:,} not ok" if problems else "")
-        self.stream.write("\r" + line.ljust(self.width))
-        self.stream.flush()
-        self.width = len(line)
+        with self._lock:
+            self._line = f"{head}  {rate:,.0f} tasks/s" + (f"  {problems:,} not ok" if problems else "")
+            self._draw()
 
-    def clear(self) -> None:
+    def _draw(self) -> None:
+        self.stream.write("\r" + self._line.ljust(self.width))
+        self.stream.flush()
+        self.width = len(self._line)
+
+    def _erase(self) -> None:
         if self.width:
             self.stream.write("\r" + " " * self.width + "\r")
             self.stream.flush()
+            self.width = 0
+
+    def clear(self) -> None:
+        """Erase the line for good."""
+        with self._lock:
+            self._erase()
+            self._line = ""
+
+    @contextlib.contextmanager
+    def above(self) -> Iterator[None]:
+        """Erase the line, let the block write whole lines, then draw the line again."""
+        with self._lock:
+            self._erase()
+            try:
+                yield
+            finally:
+                if self._line:
+                    self._draw()
+
+    @contextlib.contextmanager
+    def logs_above(self) -> Iterator[None]:
+        """Within the block, the root logger's handlers that write to the line's stream write
+        :meth:`above` it."""
+        root = logging.getLogger()
+        swapped = [
+            (handler, _LogAbove(handler, self))
+            for handler in root.handlers
+            if isinstance(handler, logging.StreamHandler) and handler.stream is self.stream
+        ]
+        for old, new in swapped:
+            root.removeHandler(old)
+            root.addHandler(new)
+        try:
+            yield
+        finally:
+            for old, new in swapped:
+                root.removeHandler(new)
+                root.addHandler(old)
+
+
+class _LogAbove(logging.Handler):
+    """Hands records to ``handler`` with the progress line out of the way."""
+
+    def __init__(self, handler: logging.Handler, line: _ProgressLine) -> None:
+        super().__init__(handler.level)
+        self.handler = handler
+        self.line = line
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with self.line.above():
+            self.handler.handle(record)
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
@@ -272,6 +335,8 @@ def run(  # noqa: PLR0917  (typer passes options as parameters)
         config.master.http_port = http_port
     bar = _ProgressLine(sys.stderr) if sys.stderr.isatty() else None
     with contextlib.ExitStack() as stack:
+        if bar is not None:
+            stack.enter_context(bar.logs_above())
 
         def on_master(the_master: Master) -> None:
             stack.enter_context(_stop_on_signals(the_master.request_stop, "the run"))

@@ -49,7 +49,11 @@ def _child(settings: ControllerSettings, log_level: int) -> None:
     os.setpgrp()  # out of the terminal's process group: Ctrl-C is the master's to handle
     with contextlib.suppress(OSError, AttributeError):  # Linux only
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # On a terminal each record first erases the line it starts on: cyclone run's progress line.
+    erase = "\r\x1b[K" if sys.stderr.isatty() else ""
+    logging.basicConfig(
+        level=log_level, format=f"{erase}%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
     from cyclone_core.engine.controller import run_controller  # noqa: PLC0415  (only the child needs it)
 
     sys.exit(run_controller(settings))
