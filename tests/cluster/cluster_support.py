@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,12 +31,38 @@ def cyclone_env(**extra: str) -> dict[str, str]:
 
 
 @attrs.frozen
+class Daemon:
+    """A process started in a host of the virtual cluster, its output in a file."""
+
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@attrs.frozen
 class ClusterSetup:
     """Keys, a ClusterShell group file and the settings shared by the cluster tests."""
 
     cluster: VirtualCluster
     keys: ClusterKeys
     directory: Path
+
+    @classmethod
+    def make(cls, cluster: VirtualCluster, directory: Path) -> ClusterSetup:
+        """Keys (the controllers' shared key admitted) and a ClusterShell group ``@nodes`` (every
+        node) under ``directory``."""
+        keys = ClusterKeys.make(directory / "keys")
+        groups = directory / "clustershell"
+        groups.mkdir()
+        (groups / "groups.txt").write_text(f"nodes: {','.join(cluster.nodes)}\n")
+        (groups / "groups.conf").write_text(
+            "[Main]\ndefault: local\n\n[local]\n"
+            "map: sed -n 's/^$GROUP:\\(.*\\)/\\1/p' $CFGDIR/groups.txt\n"
+            "list: sed -n 's/^\\([0-9A-Za-z_-]*\\):.*/\\1/p' $CFGDIR/groups.txt\n"
+        )
+        return cls(cluster, keys, directory)
 
     @property
     def master_endpoint(self) -> str:
@@ -73,6 +100,21 @@ class ClusterSetup:
         path = directory / "master.toml"
         path.write_text(toml(tables))
         return path, out
+
+    def start_master(self, directory: Path, *, count: int, seconds: float) -> tuple[Daemon, Path]:
+        """``cyclone master`` on the head node running ``count`` sleep tasks; and its probe file."""
+        config, out = self.master_config(directory, count=count, seconds=seconds)
+        log = directory / "master.log"
+        return Daemon(
+            self.cluster.spawn("head", [CYCLONE, "master", "--config", str(config)], log, cyclone_env()), log
+        ), out
+
+    def start_controller(self, node: str, directory: Path, *options: str) -> Daemon:
+        """``cyclone controller --id NODE`` on ``node`` (short timeouts, 2 workers)."""
+        argv = [CYCLONE, "controller", "--config", str(self.controller_config()), "--master", self.master_endpoint,
+                "--id", node, *options]  # fmt: skip
+        log = directory / f"controller-{node}.log"
+        return Daemon(self.cluster.spawn(node, argv, log, cyclone_env()), log)
 
     def status(self) -> dict[str, Any] | None:
         """The master's snapshot (``cyclone status --json`` on the head node), or ``None``."""

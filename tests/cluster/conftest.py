@@ -14,7 +14,6 @@ sys.path.insert(0, str(Path(__file__).parent))  # netns, relay and cluster_suppo
 sys.path.insert(0, str(Path(__file__).parent.parent / "engine"))  # engine_support
 
 from cluster_support import ClusterSetup
-from engine_support import ClusterKeys
 from netns import VirtualCluster, missing_requirements
 
 from cyclone_core.testing import unavailable
@@ -36,14 +35,4 @@ def vcluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VirtualCluste
 def setup(vcluster: VirtualCluster, tmp_path_factory: pytest.TempPathFactory) -> ClusterSetup:
     """The virtual cluster with keys (the controllers' shared key admitted), a ClusterShell
     group ``@nodes`` = ``node[1-3]``, and a run directory."""
-    directory = tmp_path_factory.mktemp("cluster-setup")
-    keys = ClusterKeys.make(directory / "keys")
-    groups = directory / "clustershell"
-    groups.mkdir()
-    (groups / "groups.txt").write_text("nodes: node[1-3]\n")
-    (groups / "groups.conf").write_text(
-        "[Main]\ndefault: local\n\n[local]\n"
-        "map: sed -n 's/^$GROUP:\\(.*\\)/\\1/p' $CFGDIR/groups.txt\n"
-        "list: sed -n 's/^\\([0-9A-Za-z_-]*\\):.*/\\1/p' $CFGDIR/groups.txt\n"
-    )
-    return ClusterSetup(vcluster, keys, directory)
+    return ClusterSetup.make(vcluster, tmp_path_factory.mktemp("cluster-setup"))
