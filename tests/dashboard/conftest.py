@@ -19,7 +19,7 @@ import attrs
 import pytest
 
 from cyclone_core.api import Client
-from cyclone_core.builtins.tasks import FailTask, NoopTask, SleepTask
+from cyclone_core.builtins.tasks import CrashTask, FailTask, NoopTask, SleepTask
 from cyclone_core.testing import free_port, wait_until
 
 CONTROLLERS = ("node01-a", "node01-b", "node02-a")
@@ -37,7 +37,11 @@ class LiveRun:
     master: subprocess.Popen[bytes]
     controllers: dict[str, subprocess.Popen[bytes]]
     #: Whether the run probes a stand-in Lustre (cyclone-lustre-ost installed).
+    cyclone: str = "cyclone"
+    env: dict[str, str] = attrs.field(factory=dict)
     lustre: bool = False
+    #: Whether it checks file creation on the stand-in too (cyclone-file-create installed).
+    file_create: bool = False
     submitted: int = 0
 
     @property
@@ -64,6 +68,26 @@ class LiveRun:
     def submit(self, tasks: list[Any]) -> None:
         with self.client() as client:
             self.submitted += client.submit(tasks, done=False)
+
+    def start_controller(self, name: str) -> None:
+        """Start one more ``cyclone controller`` with two workers, named ``name``."""
+        self.controllers[name] = _spawn(
+            [
+                self.cyclone,
+                "controller",
+                "--config",
+                str(self.directory / "cyclone.toml"),
+                "--insecure",
+                "--master",
+                self.endpoint,
+                "--id",
+                name,
+                "--workers",
+                "2",
+            ],
+            self.directory / f"{name}.log",
+            self.env,
+        )
 
     def summary(self) -> dict[str, Any]:
         with self.client() as client:
@@ -115,7 +139,7 @@ def live_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveRun]:
     try:
         from cyclone_lustre_ost.testing import standin_lustre  # noqa: PLC0415  (a plugin: optional here)
 
-        fs = standin_lustre(directory, osts=24, inactive=[13], io_error=[5], place_on={9: 3}, drained=[20])
+        fs = standin_lustre(directory, osts=24, mdt_count=2, inactive=[13], io_error=[5], place_on={9: 3}, drained=[20])
         lines.append(fs.toml())
     except ImportError:
         pass
@@ -150,7 +174,18 @@ def live_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveRun]:
         env,
     )
     controllers: dict[str, subprocess.Popen[bytes]] = {}
-    run = LiveRun(directory, endpoint, http_port, "", results, master, controllers, lustre=fs is not None)
+    run = LiveRun(
+        directory,
+        endpoint,
+        http_port,
+        "",
+        results,
+        master,
+        controllers,
+        cyclone=cyclone,
+        env=env,
+        lustre=fs is not None,
+    )
     try:
         line = wait_until(
             lambda: (master.poll() is None and re.search(r"dashboard: (\S+)", master_log.read_text())) or master.poll(),
@@ -181,6 +216,7 @@ def live_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveRun]:
         tasks: list[Any] = [NoopTask() for _ in range(40)]
         tasks += [SleepTask(seconds=0.05) for _ in range(20)]
         tasks += [FailTask(message=f"disk quota exceeded on /scratch/run{i}") for i in range(4)]
+        tasks.append(CrashTask())  # crashes its worker three times: quarantined
         if fs is not None:
             from cyclone_lustre_ost.probe import LustreOstIoTask  # noqa: PLC0415
 
@@ -196,6 +232,24 @@ def live_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveRun]:
                 )
                 for index in range(24)
             ]
+            try:
+                from cyclone_file_create.task import FileCreateTask  # noqa: PLC0415
+
+                tasks += [
+                    FileCreateTask(
+                        path=str(fs.mount),
+                        mode="lustre",
+                        fsname=fs.fsname,
+                        mdt_index=mdt,
+                        ost_index=ost,
+                        ost_active=ost != 13,
+                    )
+                    for mdt in (0, 1)
+                    for ost in (*range(8), 9, 13)
+                ]
+                run.file_create = True
+            except ImportError:
+                pass
         run.submit(tasks)
         wait_until(lambda: _settled(run.summary()) == run.submitted, timeout=60, what="the first tasks to settle")
         yield run

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -72,10 +73,14 @@ def test_the_page_and_its_files_with_their_headers(live_run: Any) -> None:
     assert headers["x-content-type-options"] == "nosniff"
     assert not [name for name in headers if name.startswith("access-control-")]
     assert headers["server"] == "cyclone-dashboard"
-    for path, kind in (("/dashboard.js", "text/javascript"), ("/dashboard.css", "text/css")):
+    for path, kind in (
+        ("/dashboard.js", "text/javascript"),
+        ("/dashboard.css", "text/css"),
+        ("/favicon.svg", "image/svg+xml"),
+    ):
         status, headers, body = live_run.get(path)
         assert (status, headers["content-type"].split(";")[0]) == (200, kind)
-        assert len(body) > 1000
+        assert len(body) > 100
 
 
 @pytest.mark.parametrize(
@@ -110,14 +115,17 @@ def test_the_state_has_the_runs_counts_controllers_outcomes_and_failures(live_ru
     s = wait_until(lambda: (s := state(live_run))["counts"]["succeeded"] == summary["succeeded"] and s, what="state")
     assert s["run_id"] == summary["run_id"]
     assert s["done"] == live_run.submitted
-    assert s["counts"]["failed"] == summary["failed"] == 4 + (3 if live_run.lustre else 0)
+    probes = (3 if live_run.lustre else 0) + (4 if live_run.file_create else 0)
+    assert s["counts"]["failed"] == summary["failed"] == 4 + probes
     controllers = s["controllers"]
     assert controllers["count"] == 3
     assert controllers["workers"] == 6
     ids = {c["id"] for host in controllers["by_host"] for c in host["controllers"]}
     assert ids == {"node01-a", "node01-b", "node02-a"}
+    assert controllers["hosts"] == socket.gethostname()  # all on this host
     assert s["outcomes"]["noop"] == {"ok": 40}
     assert s["outcomes"]["fail"] == {"failed": 4}
+    assert s["outcomes"]["crash"] == {"quarantined": 1}
     series = s["series"]
     assert len(series["t"]) == len(series["done"]) == len(series["p99_ms"]) >= 2
     assert series["done"][-1] <= s["done"]
@@ -157,6 +165,20 @@ def test_the_lustre_probes_fill_their_panel(live_run: Any) -> None:
     assert "placed on OST0003" in cells["OST0000-000f", "9"]["detail"]
     assert cells["OST0000-000f", "d"]["status"] == "failed"  # inactive
     assert cells["OST0010-001f", "4"]["status"] == "off"  # drained
+
+
+def test_the_file_create_checks_fill_their_panel(live_run: Any) -> None:
+    if not live_run.file_create:
+        pytest.skip("cyclone-file-create is not installed")
+    panel = next(p for p in json.loads(live_run.get("/api/panels")[2])["panels"] if p["name"] == "file-create")
+    cells = {(c["row"], c["column"]): c for c in panel["cells"]}
+    assert len(cells) == 20
+    assert panel["rows"] == ["MDT0000 OST0000-000f", "MDT0001 OST0000-000f"]
+    assert {cells[row, "0"]["status"] for row in panel["rows"]} == {"ok"}
+    assert cells["MDT0001 OST0000-000f", "0"]["value"] > 0
+    assert cells["MDT0000 OST0000-000f", "9"]["status"] == "failed"  # misplaced
+    assert "placed on OST0003" in cells["MDT0000 OST0000-000f", "9"]["detail"]
+    assert cells["MDT0000 OST0000-000f", "d"]["status"] == "failed"  # inactive
 
 
 def test_the_state_counts_match_the_stored_results(live_run: Any) -> None:

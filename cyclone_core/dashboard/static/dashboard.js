@@ -37,6 +37,11 @@
     return Number(n).toLocaleString("en-US", { maximumFractionDigits: digits === undefined ? 0 : digits });
   }
 
+  function millis(ms) {
+    if (ms === null || ms === undefined) return "–";
+    return ms >= 1000 ? fmt(ms / 1000, 2) + " s" : fmt(ms, ms < 10 ? 2 : 1) + " ms";
+  }
+
   function ago(epoch, now) {
     const s = Math.max(0, now - epoch);
     return s < 120 ? s.toFixed(1) + " s ago" : (s / 60).toFixed(0) + " min ago";
@@ -68,16 +73,16 @@
       ["submitted", c.submitted, ""], ["queued", c.queued, ""], ["in flight", c.in_flight, ""],
       ["done", s.done, ""], ["succeeded", c.succeeded, "ok"], ["failed", c.failed, c.failed ? "bad" : ""],
       ["quarantined", c.quarantined, c.quarantined ? "bad" : ""], ["retried", c.retried, ""],
-      ["tasks/s", s.tasks_per_second, "", 1], ["round trip p50", s.latency_ms_p50, "", 2, " ms"],
-      ["round trip p99", s.latency_ms_p99, "", 2, " ms"],
+      ["tasks/s", s.tasks_per_second, "", 1], ["round trip p50", s.latency_ms_p50, "", "ms"],
+      ["round trip p99", s.latency_ms_p99, "", "ms"],
       ["controllers", s.controllers.count, ""], ["workers", s.controllers.workers, ""],
     ];
     const box = $("counts");
     box.replaceChildren();
-    for (const [name, value, cls, digits, unit] of tiles) {
+    for (const [name, value, cls, digits] of tiles) {
       const tile = el("div", { class: "tile " + cls, id: "count-" + name.replace(/[^a-z0-9]+/g, "-") });
       tile.dataset.value = value === null || value === undefined ? "" : String(value);
-      tile.append(el("div", { class: "value" }, fmt(value, digits) + (value === null || value === undefined ? "" : unit || "")));
+      tile.append(el("div", { class: "value" }, digits === "ms" ? millis(value) : fmt(value, digits)));
       tile.append(el("div", { class: "name" }, name));
       box.append(tile);
     }
@@ -124,7 +129,7 @@
       });
       if (d) chart.append(svg("path", { d: d, class: "line s" + index }));
       chart.append(svg("rect", { x: legendX, y: 4, width: 10, height: 10, class: "s" + index }));
-      const last = line.values.length ? line.values[line.values.length - 1] : null;
+      const last = line.values.filter((v) => v !== null && v !== undefined).pop();
       const label = svg("text", { x: legendX + 14, y: 13, class: "legend tick" }, `${line.name} ${fmt(last, ymax < 10 ? 2 : 0)}`);
       chart.append(label);
       legendX += 24 + 7 * (line.name.length + 8);
@@ -290,13 +295,14 @@
     const key = JSON.stringify(s.panels);
     const section = $("panels");
     if (!s.panels.length) { section.hidden = true; return; }
-    section.hidden = false;
     if (key === panelsKey || Date.now() - panelsFetched < PANELS_MS) return;
     panelsFetched = Date.now();
     const reply = await fetch("/api/panels", { cache: "no-store" });
     if (!reply.ok) return;
     const data = await reply.json();
-    section.replaceChildren(...data.panels.map(drawPanel));
+    const filled = data.panels.filter((panel) => panel.cells.length); // a panel shows once it has cells
+    section.hidden = !filled.length;
+    section.replaceChildren(...filled.map(drawPanel));
     panelsKey = key;
   }
 
