@@ -151,11 +151,15 @@ def _json_safe(data: Any) -> Any:
     return data
 
 
+# One encoder for every row: json.dumps with options builds a new one at each call.
+_encode_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=str).encode
+
+
 def _json(data: Any) -> str:
     try:
-        text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=str)
+        text = _encode_json(data)
     except ValueError:  # NaN or infinity somewhere in a payload
-        text = json.dumps(_json_safe(data), ensure_ascii=False, separators=(",", ":"), default=str)
+        text = _encode_json(_json_safe(data))
     return _text(text, len(text)) or ""
 
 

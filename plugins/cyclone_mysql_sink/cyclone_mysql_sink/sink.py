@@ -43,9 +43,10 @@ _CONNECTION_LOST = frozenset(
 )
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _SQL_MODE = re.compile(r"[A-Za-z_,]*")
-# Statements of up to 1 MiB: fewer round trips than mysqlclient's 64 KiB default, far below
-# the servers' max_allowed_packet (16 MiB by default in MariaDB, 64 MiB in MySQL 8).
-_MAX_STATEMENT_BYTES = 1 << 20
+# Statements of up to 128 KiB (far below the servers' max_allowed_packet: 16 MiB by default in
+# MariaDB, 64 MiB in MySQL 8), so that a batch makes several and the pipeline has work to
+# overlap: the next statement is built while the server stores the previous one.
+_STATEMENT_BYTES = 128 * 1024
 
 
 def _identifier(_: object, attribute: attrs.Attribute[str], value: str) -> None:
@@ -65,6 +66,29 @@ def _sql_mode(_: object, attribute: attrs.Attribute[str], value: str) -> None:
         raise ValueError(
             f"{attribute.name}: {value!r} is not a list of SQL modes such as 'STRICT_ALL_TABLES,NO_ZERO_DATE'"
         )
+
+
+def _row_literal(connection: Any) -> Callable[[tuple[Any, ...]], bytes]:
+    """A row -> its quoted SQL values ``(...)``, as ``connection.literal`` makes them but about
+    twice as fast: strings, integers and NULLs (most of a row) are quoted here, through the
+    connection's own escaping; anything else goes to ``connection.literal``."""
+    quote, literal = connection.string_literal, connection.literal
+
+    def row_literal(row: tuple[Any, ...]) -> bytes:
+        return b"(%b)" % b",".join(
+            [
+                b"NULL"
+                if value is None
+                else quote(value.encode())
+                if type(value) is str
+                else b"%d" % value
+                if type(value) is int
+                else literal(value)
+                for value in row
+            ]
+        )
+
+    return row_literal
 
 
 def _one_line(text: str) -> str:
@@ -152,20 +176,62 @@ class MySQLSink(ResultSink):
         self._check_table()
 
     def write(self, results: Sequence[Result]) -> None:
-        """Insert the rows of ``results`` in one transaction; rows already stored are skipped."""
-        try:
-            rows = self.schema.rows(results)
-        except ValueError as exc:
-            raise CycloneError(f"mysql {self.server}: cannot store a result in {self.table}: {exc}") from exc
-        if not rows:
+        """Insert the rows of ``results`` in one transaction; rows already stored are skipped.
+
+        The rows go as multi-row INSERTs of up to 128 KiB, pipelined: a statement is sent
+        without waiting for the server, the next one is built (rows made and quoted) while the
+        server stores it, and its outcome is read before the next is sent.  The client's work
+        and the server's overlap, so the sink keeps pace with the server's own bulk rate.
+        """
+        if not results:
             return
         insert = self.schema.insert_sql(self.table)
+        head = insert[: insert.index(" VALUES ") + 8].encode()
+        tail = insert[insert.index(" ON DUPLICATE KEY ") :].encode()
+        to_row = self.schema.to_row
 
-        def send(cursor: Any) -> None:
-            cursor.max_stmt_length = _MAX_STATEMENT_BYTES
-            cursor.executemany(insert, rows)
+        def send(_cursor: Any) -> None:
+            connection = self._connection
+            literal = _row_literal(connection)
+            waiting = False  # a statement was sent whose outcome is not read yet
 
-        self._send(f"insert of {len(rows)} rows into {self.table}", send)
+            def pipe(values: bytearray) -> None:
+                nonlocal waiting
+                if waiting:
+                    waiting = False
+                    connection.read_query_result()  # raises the server's error for that statement
+                connection.send_query(head + values + tail)
+                waiting = True
+
+            try:
+                values = bytearray()
+                for result in results:
+                    row = to_row(result)
+                    if row is None:
+                        continue
+                    value = literal(row)
+                    if values:
+                        if len(values) + len(value) > _STATEMENT_BYTES:
+                            pipe(values)
+                            values = bytearray()
+                        else:
+                            values += b","
+                    values += value
+                if values:
+                    pipe(values)
+                if waiting:
+                    waiting = False
+                    connection.read_query_result()
+            finally:
+                if waiting:  # failed while the server stored a statement: take its outcome, so the rollback can go
+                    with contextlib.suppress(MySQLdb.Error):
+                        connection.read_query_result()
+
+        try:
+            self._send(f"insert of {len(results)} results into {self.table}", send)
+        except ValueError as exc:  # a result no row can hold (a task id too long for the key)
+            self._rollback()
+            raise CycloneError(f"mysql {self.server}: cannot store a result in {self.table}: {exc}") from exc
 
     def close(self) -> None:
         """Close the connection."""
