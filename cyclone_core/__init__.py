@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from cyclone_core.config import sink_options
 from cyclone_core.convert import structure, unstructure
+from cyclone_core.dashboard import Cell, Panel
 from cyclone_core.errors import ConfigError, CycloneError, PluginError, UsageError
 from cyclone_core.hookspecs import hookimpl
 from cyclone_core.model import (
@@ -62,6 +63,7 @@ except PackageNotFoundError:  # running from a source tree that was not installe
 __all__ = (
     "Attempt",
     "ByteSize",
+    "Cell",
     "Client",
     "CommandTask",
     "ConfigError",
@@ -70,6 +72,7 @@ __all__ = (
     "Metric",
     "MetricKind",
     "Outcome",
+    "Panel",
     "PluginError",
     "Result",
     "ResultSink",

@@ -146,8 +146,8 @@ def cyclone_dashboard_panels() -> Sequence[Panel]:
     """Return grids the master's dashboard shows, filled from results (per OST, per MDT x OST).
 
     Called once by a master that serves the dashboard (``master.http_port``), when it starts.
-    Each :class:`cyclone_core.dashboard.Panel` names the task types it looks at and a ``fold``
-    function that turns one terminal result into the :class:`cyclone_core.dashboard.Cell`
+    Each :class:`cyclone_core.Panel` names the task types it looks at and a ``fold``
+    function that turns one terminal result into the :class:`cyclone_core.Cell`
     objects it updates; the page keeps the latest cell per row and column and draws every
     panel with the same grid, so a plugin needs no JavaScript.  ``fold`` runs on the master's
     event loop: it must be quick; what it raises is counted and logged, never propagated.

@@ -264,7 +264,7 @@ class Plugins:
                 found = list(returned or ())
                 for panel in found:
                     if not isinstance(panel, Panel):
-                        raise TypeError(f"{panel!r:.60} is not a cyclone_core.dashboard.Panel")
+                        raise TypeError(f"{panel!r:.60} is not a cyclone_core.Panel")
             except Exception as exc:  # third-party code
                 log.error("plugin '%s' failed in cyclone_dashboard_panels: %s", impl.plugin_name, exc)
                 continue

@@ -1,6 +1,6 @@
 """The master's live web dashboard, and the panels plugins add to it.
 
-Plugins import :class:`Panel` and :class:`Cell` from here to implement the
+Plugins import :class:`Panel` and :class:`Cell` from ``cyclone_core`` to implement the
 ``cyclone_dashboard_panels`` hook; the server itself is :mod:`cyclone_core.dashboard.server`.
 docs/dashboard.md describes the page.
 """

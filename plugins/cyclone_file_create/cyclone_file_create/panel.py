@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import re
 
-from cyclone_core import Result, Status
-from cyclone_core.dashboard import Cell, Panel
+from cyclone_core import Cell, Panel, Result, Status
 from cyclone_lustre_ost.lustre import ost_label
 from cyclone_lustre_ost.metrics import mdt_label
 from cyclone_lustre_ost.panel import ost_column, ost_row

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from cyclone_core import Task, TaskGenerator, hookimpl
-from cyclone_core.dashboard import Panel
+from cyclone_core import Panel, Task, TaskGenerator, hookimpl
 
 from cyclone_file_create.generator import FileCreateGenerator
 from cyclone_file_create.panel import create_panel

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import re
 
-from cyclone_core import Result, Status
-from cyclone_core.dashboard import Cell, Panel
+from cyclone_core import Cell, Panel, Result, Status
 from cyclone_lustre_ost.lustre import ost_label
 
 __all__ = ("OSTS_PER_ROW", "io_cells", "io_panel", "ost_column", "ost_row")

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from cyclone_core import Task, TaskGenerator, hookimpl
-from cyclone_core.dashboard import Panel
+from cyclone_core import Panel, Task, TaskGenerator, hookimpl
 from cyclone_lustre_ost.migrate import LustreOstMigrateGenerator, LustreOstMigrateTask
 from cyclone_lustre_ost.monitor import LustreOstIoGenerator
 from cyclone_lustre_ost.panel import io_panel
