@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from cyclone_core.config import sink_options
 from cyclone_core.convert import structure, unstructure
 from cyclone_core.dashboard import Cell, Panel
-from cyclone_core.errors import ConfigError, CycloneError, PluginError, UsageError
+from cyclone_core.errors import ConfigError, CycloneError, PluginError, ResultsRejected, UsageError
 from cyclone_core.hookspecs import hookimpl
 from cyclone_core.model import (
     Attempt,
@@ -76,6 +76,7 @@ __all__ = (
     "PluginError",
     "Result",
     "ResultSink",
+    "ResultsRejected",
     "Status",
     "Task",
     "TaskContext",

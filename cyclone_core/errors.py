@@ -7,7 +7,13 @@ error's ``exit_code``.
 
 from __future__ import annotations
 
-__all__ = ("ConfigError", "CycloneError", "PluginError", "UsageError", "one_line_error")
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cyclone_core.model import Result
+
+__all__ = ("ConfigError", "CycloneError", "PluginError", "ResultsRejected", "UsageError", "one_line_error")
 
 #: An error line longer than this is cut (results and logs carry it; the traceback is in the
 #: debug log).
@@ -36,6 +42,25 @@ class PluginError(CycloneError):
     """A plugin could not be loaded, or two plugins claim the same name."""
 
     exit_code = 1
+
+
+class ResultsRejected(CycloneError):
+    """Raised by a sink's ``write`` for results it can never store (not for an outage).
+
+    The master moves ``results`` to the journal's dead letters with ``reason`` (``cyclone
+    results --dead-letters`` lists them) and writes the rest of the batch again; the sink must
+    skip the results it already stored, by result id, as it must after any failure.  An outage
+    (the sink's server down, a full disk) is any other exception: then the whole batch is
+    retried later, and nothing is dead-lettered.
+
+    :param results: the results of the batch that the sink cannot store.
+    :param reason: why, in one line.
+    """
+
+    def __init__(self, results: Sequence[Result], reason: str) -> None:
+        super().__init__(f"{len(results)} results rejected: {reason}")
+        self.results = list(results)
+        self.reason = reason
 
 
 def one_line_error(exc: BaseException) -> str:

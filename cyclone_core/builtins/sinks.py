@@ -14,19 +14,21 @@ import logging
 import os
 import sqlite3
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import attrs
 
 from cyclone_core.convert import unstructure
-from cyclone_core.errors import CycloneError
+from cyclone_core.errors import CycloneError, ResultsRejected, one_line_error
 from cyclone_core.model import Result, ResultSink
 
 __all__ = ("JSONL_RECENT_IDS", "SQLITE_COLUMNS", "JsonlSink", "SqliteSink")
 
 log = logging.getLogger("cyclone.sinks")
+
+_T = TypeVar("_T")
 
 
 # default=str: a payload value JSON cannot carry (bytes, say) must not block the sink forever.
@@ -34,8 +36,38 @@ log = logging.getLogger("cyclone.sinks")
 _json = json.JSONEncoder(separators=(",", ":"), default=str).encode
 
 
+def _json_line(result: Result) -> str:
+    return _json(unstructure(result)) + "\n"
+
+
+def _number(value: float) -> bool:
+    """Whether SQLite stores ``value`` as a number (a whole one within 64 bits, or a float)."""
+    return type(value) is not int or value in _SQLITE_INT
+
+
 def _json_list(items: list[Any]) -> str:
     return _json(unstructure(items)) if items else "[]"
+
+
+#: Whole numbers SQLite stores (signed 64 bits).
+_SQLITE_INT = range(-(1 << 63), 1 << 63)
+
+
+def _encode_each(results: Iterable[Result], encode: Callable[[Result], _T], what: str) -> list[_T]:
+    """``encode`` applied to each result; :class:`ResultsRejected` names those it fails for
+    (``what`` says what they cannot be: the master keeps them as dead letters)."""
+    encoded: list[_T] = []
+    rejected: list[Result] = []
+    why = ""
+    for result in results:
+        try:
+            encoded.append(encode(result))
+        except (RecursionError, ValueError, TypeError, OverflowError) as exc:
+            rejected.append(result)
+            why = one_line_error(exc)
+    if rejected:
+        raise ResultsRejected(rejected, f"cannot be {what} ({why})")
+    return encoded
 
 
 _COLUMNS = (
@@ -60,6 +92,8 @@ _INSERT = f"INSERT OR IGNORE INTO results VALUES ({', '.join('?' * len(_COLUMNS)
 
 
 def _row(result: Result) -> tuple[Any, ...]:
+    if not (result.attempt in _SQLITE_INT and _number(result.started_at) and _number(result.duration)):
+        raise OverflowError("a number beyond SQLite's 64-bit integers")
     return (
         result.task_id,
         result.status.value,
@@ -119,7 +153,7 @@ class SqliteSink(ResultSink):
             self.open()
         assert self._db is not None
         with self._db:
-            self._db.executemany(_INSERT, map(_row, results))
+            self._db.executemany(_INSERT, _encode_each(results, _row, "stored in SQLite"))
 
     def close(self) -> None:
         """Close the database."""
@@ -228,13 +262,14 @@ class JsonlSink(ResultSink):
         if self._fd is None:
             self.open()
         assert self._fd is not None
-        new: dict[str, str] = {}
+        new: dict[str, Result] = {}
         for result in results:
             if result.task_id not in self._seen and result.task_id not in new:
-                new[result.task_id] = _json(unstructure(result)) + "\n"
+                new[result.task_id] = result
         if not new:
             return
-        data = memoryview("".join(new.values()).encode())
+        lines = _encode_each(new.values(), _json_line, "written as JSON")
+        data = memoryview("".join(lines).encode())
         start = os.lseek(self._fd, 0, os.SEEK_END)
         try:
             while data:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime
 import json
 import sys
 from collections.abc import Iterable
@@ -13,6 +14,7 @@ import typer
 from cyclone_core.cli import app
 from cyclone_core.config import load_config
 from cyclone_core.convert import unstructure
+from cyclone_core.engine.journal import read_dead_letters
 from cyclone_core.errors import UsageError
 from cyclone_core.model import Result
 from cyclone_core.plural import plural
@@ -52,10 +54,21 @@ def results(  # noqa: PLR0917  (typer passes options as parameters)
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="A JSON list of every field of each result.")] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="CSV, one column per parameter.")] = False,
+    dead_letters: Annotated[
+        bool,
+        typer.Option(
+            "--dead-letters",
+            help="List the results the sinks rejected (cannot store), kept in the master's journal: "
+            "PATH is the journal (default: master.journal of --config).",
+        ),
+    ] = False,
 ) -> None:
     """List stored results with their errors, parameters and metrics (the sacct of Cyclone)."""
     if as_json and as_csv:
         raise UsageError("give --json or --csv, not both")
+    if dead_letters:
+        _list_dead_letters(path or _configured_journal(config_path), as_json=as_json)
+        return
     file = path or _configured_path(config_path)
     found = read_results(file, run=run, status=status, task_type=task_type)
     if as_json:
@@ -77,6 +90,41 @@ def _configured_path(config_path: str | None) -> str:
         if name in sinks:
             return str(sinks[name].get("path", default))
     raise UsageError(f"{config_path}: no sqlite or jsonl sink to read results from; give the file")
+
+
+def _configured_journal(config_path: str | None) -> str:
+    """The master's journal of the configuration."""
+    journal = load_config(config_path).master.journal if config_path is not None else ""
+    if not journal:
+        raise UsageError("--dead-letters: give the journal file (or --config with master.journal)")
+    return journal
+
+
+def _list_dead_letters(journal: str, *, as_json: bool) -> None:
+    """The journal's dead letters, newest first: one line each, or every field as JSON."""
+    letters = read_dead_letters(journal)
+    if as_json:
+        typer.echo(
+            json.dumps(
+                [
+                    {
+                        "sink": d.sink,
+                        "task_id": d.task_id,
+                        "rejected_at": d.at,
+                        "error": d.error,
+                        "result": unstructure(d.result) if d.result is not None else None,
+                    }
+                    for d in letters
+                ],
+                default=str,
+                indent=1,
+            )
+        )
+    else:
+        for d in letters:
+            when = datetime.datetime.fromtimestamp(d.at).isoformat(" ", "seconds")
+            typer.echo(f"{d.task_id or '?'}  {d.sink}  {when}  {d.error}")
+    typer.echo(plural(len(letters), "dead letter"), err=True)
 
 
 def params_of(result: Result) -> dict[str, Any]:

@@ -25,14 +25,14 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from cyclone_core.engine.journal import JOURNAL_RETRY, JournalWriteError, Outbox
-from cyclone_core.errors import ConfigError, CycloneError, one_line_error
+from cyclone_core.engine.journal import JOURNAL_RETRY, DeadLetter, JournalWriteError, Outbox, UnreadableResult
+from cyclone_core.errors import ConfigError, CycloneError, ResultsRejected, one_line_error
 
 if TYPE_CHECKING:
     from cyclone_core.engine.journal import Journal
     from cyclone_core.model import Result, ResultSink
 
-__all__ = ("BACKOFF_MAX", "SinkDelivery", "check_sinks")
+__all__ = ("BACKOFF_MAX", "SinkDelivery", "check_sinks", "dead_letter_status")
 
 log = logging.getLogger("cyclone.delivery")
 
@@ -42,6 +42,11 @@ _BACKOFF_FIRST = 0.5
 #: Results a delivery thread keeps in memory at most; past that, new ones are read from the
 #: journal when their turn comes (a sink that is down does not make the master grow).
 MEMORY_RESULTS = 20_000
+#: Results of a failed batch written one by one, all failing, before the sink is taken to be
+#: down rather than rejecting those results.
+ISOLATION_PROBES = 4
+#: Dead letters shown in the master's status, the latest.
+DEAD_LETTERS_SHOWN = 5
 
 
 def check_sinks(sinks: Sequence[ResultSink]) -> None:
@@ -54,6 +59,20 @@ def check_sinks(sinks: Sequence[ResultSink]) -> None:
             text = " ".join(str(exc).split()) if isinstance(exc, CycloneError) else one_line_error(exc)
             prefix = f"sink '{sink.name}'"
             raise ConfigError(text if text.startswith(prefix) else f"{prefix}: {text}") from exc
+
+
+def dead_letter_status(deliveries: Sequence[SinkDelivery]) -> dict[str, Any]:
+    """The dead letters of every sink as plain data (the master's status): how many, and the
+    latest few."""
+    latest = sorted(
+        (letter for d in deliveries for letter in d.latest_dead_letters), key=lambda d: (d.at, d.number), reverse=True
+    )
+    return {
+        "count": sum(d.dead_letters for d in deliveries),
+        "latest": [
+            {"sink": d.sink, "task_id": d.task_id, "at": d.at, "error": d.error} for d in latest[:DEAD_LETTERS_SHOWN]
+        ],
+    }
 
 
 class SinkDelivery:
@@ -77,6 +96,9 @@ class SinkDelivery:
         self.backlog_at_start = 0
         self.errors = 0
         self.last_error: str | None = None
+        #: Results the sink rejected (in the journal's dead letters), and the latest few.
+        self.dead_letters = 0
+        self.latest_dead_letters: deque[DeadLetter] = deque(maxlen=DEAD_LETTERS_SHOWN)
         #: True while the sink is failing (between a failure and the next success).
         self.failing = False
         self._wake = threading.Event()
@@ -179,6 +201,8 @@ class SinkDelivery:
         try:
             outbox = Outbox(self._journal.path, self.name)
             self.mark = outbox.mark
+            self.dead_letters, latest = outbox.dead_letters(DEAD_LETTERS_SHOWN)
+            self.latest_dead_letters.extend(latest)
             self.backlog_at_start = self.backlog
         finally:
             self._ready.set()
@@ -188,13 +212,18 @@ class SinkDelivery:
                 if not opened:
                     opened = self._call_sink(self.sink.open)
                     continue
-                batch = self._step(outbox)
+                try:
+                    batch = self._step(outbox)
+                except UnreadableResult as bad:
+                    self._record(outbox, bad.number, [bad.dead_letter(self.name)])
+                    continue
                 if batch is None:
                     break
                 last, results = batch
-                if results and self._call_sink(self.sink.write, results) and self._record(outbox, last):
-                    self.mark = last
-                    self.delivered += len(results)
+                if results:
+                    written = self._write(results, last)
+                    if written is not None:
+                        self._record(outbox, *written)
         finally:
             if opened:
                 try:
@@ -203,19 +232,102 @@ class SinkDelivery:
                     log.warning("sink '%s' failed to close: %s", self.name, one_line_error(exc))
             outbox.close()
 
-    def _record(self, outbox: Outbox, last: int) -> bool:
-        """Move the sink's delivered mark in the journal; while the journal cannot be written
-        (a full disk), try again every :data:`JOURNAL_RETRY` seconds.  Returns ``False`` when
-        stopped first: the sink is offered those results again later (it skips what it has)."""
+    def _record(self, outbox: Outbox, last: int, dead_letters: list[DeadLetter]) -> None:
+        """Move the sink's delivered mark in the journal to ``last``, with the dead letters
+        among those results; while the journal cannot be written (a full disk), try again every
+        :data:`JOURNAL_RETRY` seconds.  If stopped first, the sink is offered those results
+        again later (it skips what it has, and rejects the rest again)."""
         while True:
             try:
-                outbox.delivered(last)
+                outbox.delivered(last, dead_letters)
             except JournalWriteError as exc:
                 self.last_error = str(exc)
                 if self._abort.wait(JOURNAL_RETRY):
-                    return False
+                    return
             else:
-                return True
+                break
+        self.delivered += last - self.mark - len(dead_letters)
+        self.mark = last
+        if dead_letters:
+            self.dead_letters += len(dead_letters)
+            self.latest_dead_letters.extendleft(dead_letters)
+            log.error(
+                "sink '%s' cannot store %d results; kept as dead letters in the journal (cyclone results "
+                "--dead-letters): %s: %s",
+                self.name,
+                len(dead_letters),
+                dead_letters[0].task_id,
+                dead_letters[0].error,
+            )
+
+    def _write(self, results: list[Result], last: int) -> tuple[int, list[DeadLetter]] | None:
+        """Write ``results`` (numbered up to ``last``) to the sink.  Returns the number of
+        the last result done with (stored, or rejected for good) and the rejected ones as dead
+        letters; ``None`` after a failure of the sink as a whole, waited out with backoff.
+
+        Results the sink names in :class:`ResultsRejected` are rejected.  When a batch fails
+        otherwise, its results are written one by one: those that fail while others succeed
+        (later) are rejected; if every one fails, the sink is down, and nothing is rejected."""
+        first = last - len(results) + 1
+        rejected: dict[int, str] = {}
+        pending = list(range(len(results)))
+        while pending:
+            try:
+                self.sink.write([results[i] for i in pending])
+            except ResultsRejected as exc:
+                named = {r.task_id for r in exc.results}
+                hits = [i for i in pending if results[i].task_id in named]
+                if hits:
+                    rejected.update(dict.fromkeys(hits, exc.reason))
+                    pending = [i for i in pending if i not in rejected]
+                    continue
+                error: Exception = exc
+            except Exception as exc:  # third-party sink code: an outage, or some results it cannot store
+                error = exc
+            else:
+                break
+            done = self._isolate(results, pending, rejected) if len(pending) > 1 else None
+            if done is None:
+                self._failed(error)
+                return None
+            return self._decided(first, results, done, rejected)
+        self._worked()
+        return self._decided(first, results, len(results), rejected)
+
+    def _decided(
+        self, first: int, results: list[Result], done: int, rejected: dict[int, str]
+    ) -> tuple[int, list[DeadLetter]]:
+        """The outcome of a write: the first ``done`` results are stored or ``rejected``."""
+        dead = [DeadLetter.of(self.name, first + i, results[i], why) for i, why in sorted(rejected.items()) if i < done]
+        return first + done - 1, dead
+
+    def _isolate(self, results: list[Result], pending: list[int], rejected: dict[int, str]) -> int | None:
+        """Write the ``pending`` results one by one, adding to ``rejected`` those that fail
+        while another one succeeds after them; returns how many results from the first are
+        done with (the rest are written again later), or ``None`` if none succeeded (at most
+        :data:`ISOLATION_PROBES` fail before the sink is taken to be down)."""
+        failures: dict[int, str] = {}
+        undecided: list[int] = []  # failed since the last success
+        succeeded = False
+        for index in pending:
+            if not succeeded and len(failures) >= ISOLATION_PROBES:
+                return None
+            try:
+                self.sink.write([results[index]])
+            except ResultsRejected as exc:
+                rejected[index] = exc.reason
+                continue
+            except Exception as exc:  # third-party sink code
+                failures[index] = one_line_error(exc)
+                undecided.append(index)
+                continue
+            succeeded = True
+            for failed in undecided:
+                rejected[failed] = failures[failed]
+            undecided.clear()
+        if not succeeded:
+            return None
+        return min(undecided, default=len(results))
 
     def _call_sink(self, method: Callable[..., object], *args: Any) -> bool:
         """Call the sink's ``open`` or ``write``; returns whether it succeeded.  A failure is
@@ -224,15 +336,23 @@ class SinkDelivery:
         try:
             method(*args)
         except Exception as exc:  # any failure of third-party sink code is retried
-            self._delay = min(max(self._delay * 2, _BACKOFF_FIRST), self._backoff_max)
-            self._fail(exc, self._delay)
-            self._abort.wait(self._delay)
+            self._failed(exc)
             return False
+        self._worked()
+        return True
+
+    def _failed(self, exc: Exception) -> None:
+        """The sink failed: wait before the next attempt, longer each time in a row."""
+        self._delay = min(max(self._delay * 2, _BACKOFF_FIRST), self._backoff_max)
+        self._fail(exc, self._delay)
+        self._abort.wait(self._delay)
+
+    def _worked(self) -> None:
+        """The sink worked: if it had failed, say that it recovered."""
         if self.failing:
             self.failing = False
             self._delay = 0.0
             log.warning("sink '%s' recovered (%d results waiting)", self.name, self.backlog)
-        return True
 
     def _fail(self, exc: BaseException, delay: float) -> None:
         self.errors += 1

@@ -33,6 +33,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
 import msgpack
 
 from cyclone_core.engine.protocol import result_from_row, result_to_row
@@ -41,7 +42,17 @@ from cyclone_core.engine.scheduler import TaskRecord
 from cyclone_core.errors import ConfigError, CycloneError
 from cyclone_core.model import Attempt, Result, Status
 
-__all__ = ("JOURNAL_RETRY", "Journal", "JournalHealth", "JournalWriteError", "Outbox", "new_run_id")
+__all__ = (
+    "JOURNAL_RETRY",
+    "DeadLetter",
+    "Journal",
+    "JournalHealth",
+    "JournalWriteError",
+    "Outbox",
+    "UnreadableResult",
+    "new_run_id",
+    "read_dead_letters",
+)
 
 log = logging.getLogger("cyclone.master")
 
@@ -58,6 +69,10 @@ CREATE TABLE IF NOT EXISTS results (
     first INTEGER PRIMARY KEY, count INTEGER NOT NULL, at REAL NOT NULL, seqs BLOB NOT NULL, data BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS delivered (sink TEXT PRIMARY KEY, last INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    sink TEXT NOT NULL, number INTEGER NOT NULL, task_id TEXT, at REAL NOT NULL, error TEXT NOT NULL,
+    data BLOB NOT NULL, PRIMARY KEY (sink, number)
+);
 """.replace("{budgets}", ", ".join(f"{name} INTEGER NOT NULL" for name in BUDGETS))
 
 _SAVE_ATTEMPTS = f"INSERT OR REPLACE INTO attempts VALUES (?, {', '.join('?' for _ in BUDGETS)}, ?)"  # noqa: S608
@@ -105,6 +120,77 @@ def _transaction(conn: sqlite3.Connection, path: Path) -> Iterator[None]:
         if unwritable is not None:
             raise unwritable from None
         raise
+
+
+class UnreadableResult(Exception):
+    """The outbox's next result cannot be read back as a result (:func:`result_from_row`
+    refuses it): a dead letter, not a reason to stop delivering."""
+
+    def __init__(self, number: int, row: Any, error: str) -> None:
+        super().__init__(error)
+        self.number, self.row, self.error = number, row, error
+
+    def dead_letter(self, sink: str) -> DeadLetter:
+        """This row as a dead letter of ``sink``."""
+        row = self.row
+        task_id = row[0] if type(row) is list and row and type(row[0]) is str else None
+        return DeadLetter(sink, self.number, task_id, time.time(), self.error, row)
+
+
+@attrs.frozen
+class DeadLetter:
+    """A result a sink cannot store, kept in the journal with why."""
+
+    #: The sink that rejected it.
+    sink: str
+    #: Its number in the outbox.
+    number: int
+    task_id: str | None
+    #: When it was rejected (seconds since the epoch).
+    at: float
+    #: Why, in one line.
+    error: str
+    #: The result's row (:func:`result_to_row`), as it was.
+    row: Any
+
+    @classmethod
+    def of(cls, sink: str, number: int, result: Result, error: str) -> DeadLetter:
+        """The dead letter of ``result``, number ``number`` of the outbox, rejected by ``sink``."""
+        return cls(sink, number, result.task_id, time.time(), error, result_to_row(result))
+
+    @property
+    def result(self) -> Result | None:
+        """The result, if its row can be read as one."""
+        try:
+            return result_from_row(self.row)
+        except (ValueError, TypeError, KeyError):
+            return None
+
+    def packed(self) -> bytes:
+        """The row packed for the journal; a row too deep for msgpack is kept without its payload."""
+        try:
+            return _pack(self.row)
+        except ValueError:
+            return _pack([*self.row[:9], None, *self.row[10:]])
+
+
+def read_dead_letters(path: str | Path, *, sink: str | None = None, limit: int | None = None) -> list[DeadLetter]:
+    """The dead letters of the journal at ``path`` (of one ``sink``, if given), newest first."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"journal {path}: no such file")
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            query = "SELECT sink, number, task_id, at, error, data FROM dead_letters"
+            query += " WHERE sink = ?" if sink is not None else " WHERE ? IS NULL"
+            query += " ORDER BY at DESC, number DESC LIMIT ?"
+            rows = conn.execute(query, (sink, -1 if limit is None else limit)).fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise ConfigError(f"journal {path}: cannot read its dead letters ({exc})") from None
+    return [DeadLetter(s, n, t, a, e, _unpack(d)) for s, n, t, a, e, d in rows]
 
 
 def new_run_id() -> str:
@@ -325,8 +411,8 @@ class Outbox:
 
     def __init__(self, path: str | Path, sink: str) -> None:
         self.sink = sink
-        self._path = path
-        self._conn = _connect(Path(path))
+        self._path = Path(path)
+        self._conn = _connect(self._path)
         row = self._conn.execute("SELECT last FROM delivered WHERE sink = ?", (sink,)).fetchone()
         #: Number of the last result delivered to this sink.
         self.mark: int = row[0] if row else 0
@@ -342,32 +428,50 @@ class Outbox:
         ).fetchall()
 
     def fetch(self, limit: int) -> tuple[int, list[Result]]:
-        """Up to ``limit`` undelivered results and the number of the last one."""
+        """Up to ``limit`` undelivered results and the number of the last one; the batch ends
+        before a row that cannot be read as a result, and :class:`UnreadableResult` is raised
+        when the first one cannot."""
         results: list[Result] = []
         number = self.mark
         for first, data in self._rows_from_mark("first, data", 1 + limit):
             if self._cached[0] != first:  # a row bigger than a batch is unpacked once, not per batch
                 self._cached = (first, _unpack(data))
             rows = self._cached[1]
-            start = number + 1 - first
-            take = rows[start : start + limit - len(results)] if start > 0 else rows[: limit - len(results)]
-            results.extend(result_from_row(row) for row in take)
-            number = first + (start if start > 0 else 0) + len(take) - 1
+            offset = max(number + 1 - first, 0)
+            take = rows[offset : offset + limit - len(results)]
+            for index, row in enumerate(take):
+                try:
+                    results.append(result_from_row(row))
+                except (ValueError, TypeError, KeyError) as exc:
+                    if results:  # the batch ends before it
+                        return first + offset + index - 1, results
+                    raise UnreadableResult(first + offset + index, row, f"unreadable in the journal: {exc}") from None
+            number = first + offset + len(take) - 1
             if len(results) >= limit:
                 break
         return number, results
 
-    def delivered(self, last: int) -> None:
-        """Results up to number ``last`` are stored by the sink (:class:`JournalWriteError`
-        if that cannot be written now)."""
-        try:
-            self._conn.execute("UPDATE delivered SET last = ? WHERE sink = ?", (last, self.sink))
-        except sqlite3.Error as exc:
-            unwritable = _unwritable(exc, Path(self._path))
-            if unwritable is not None:
-                raise unwritable from None
-            raise
+    def delivered(self, last: int, dead_letters: Sequence[DeadLetter] = ()) -> None:
+        """Results up to number ``last`` are stored by the sink, but for ``dead_letters``, kept
+        apart (:class:`JournalWriteError` if that cannot be written now)."""
+        conn = self._conn
+        with _transaction(conn, self._path):
+            conn.executemany(
+                "INSERT OR IGNORE INTO dead_letters VALUES (?, ?, ?, ?, ?, ?)",
+                [(d.sink, d.number, d.task_id, d.at, d.error, d.packed()) for d in dead_letters],
+            )
+            conn.execute("UPDATE delivered SET last = ? WHERE sink = ?", (last, self.sink))
         self.mark = last
+
+    def dead_letters(self, limit: int) -> tuple[int, list[DeadLetter]]:
+        """How many dead letters this sink has, and the latest ``limit`` of them."""
+        count = self._conn.execute("SELECT count(*) FROM dead_letters WHERE sink = ?", (self.sink,)).fetchone()[0]
+        rows = self._conn.execute(
+            "SELECT sink, number, task_id, at, error, data FROM dead_letters WHERE sink = ? "
+            "ORDER BY at DESC, number DESC LIMIT ?",
+            (self.sink, limit),
+        ).fetchall()
+        return count, [DeadLetter(s, n, t, a, e, _unpack(d)) for s, n, t, a, e, d in rows]
 
     def close(self) -> None:
         """Close the connection."""

@@ -49,7 +49,7 @@ from cyclone_core.convert import structure, unstructure
 from cyclone_core.dashboard.server import Dashboard
 from cyclone_core.engine import protocol, tempdirs
 from cyclone_core.engine.curve import private_ipc
-from cyclone_core.engine.delivery import SinkDelivery, check_sinks
+from cyclone_core.engine.delivery import SinkDelivery, check_sinks, dead_letter_status
 from cyclone_core.engine.journal import Journal, JournalHealth, JournalWriteError
 from cyclone_core.engine.master_core import Effects, EnrollRequest, MasterCore, Phase, peer_name
 from cyclone_core.engine.metrics import MetricsServer
@@ -932,9 +932,11 @@ class Master:
                     "errors": d.errors,
                     "failing": d.failing,
                     "last_error": _scrub(d.last_error, d.sink),
+                    "dead_letters": d.dead_letters,
                 }
                 for d in self.deliveries
             ],
+            dead_letters=dead_letter_status(self.deliveries),
         )
         return snapshot
 

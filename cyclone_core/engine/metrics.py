@@ -88,11 +88,16 @@ class _Collector(Collector):
             "cyclone_sink_backlog", "Results in the journal a sink does not have yet.", labels=["sink"]
         )
         errors = CounterMetricFamily("cyclone_sink_errors", "Failed deliveries to a sink.", labels=["sink"])
+        dead = CounterMetricFamily(
+            "cyclone_dead_letters", "Results a sink cannot store, kept in the journal's dead letters.", labels=["sink"]
+        )
         for sink in sorted(s["sinks"], key=lambda sink: sink["name"]):
             backlog.add_metric([sink["name"]], sink["backlog"])
             errors.add_metric([sink["name"]], sink["errors"])
+            dead.add_metric([sink["name"]], sink.get("dead_letters", 0))
         yield backlog
         yield errors
+        yield dead
         journal = s.get("journal")
         if journal is not None:
             yield GaugeMetricFamily(

@@ -505,8 +505,8 @@ def _metric_from_row(row: Any) -> Metric:
     for label, text_ in labels.items():
         if type(text_) is not str or len(label) > _MAX_SHORT or len(text_) > _MAX_SHORT:
             raise _bad("metrics.labels", labels, "a map of strings")
-    if timestamp is not None and not _finite(timestamp, -math.inf, math.inf):
-        raise _bad("metrics.timestamp", timestamp, "a number")
+    if timestamp is not None and not _finite(timestamp, -_MAX_EPOCH, _MAX_EPOCH):
+        raise _bad("metrics.timestamp", timestamp, "a time in seconds since the epoch")
     if kind not in _KIND:
         raise _bad("metrics.kind", kind, "one of " + ", ".join(_KIND))
     return Metric(name, value, unit, labels, timestamp, _KIND[kind])

@@ -34,6 +34,7 @@ from typing import Any
 
 import attrs
 
+from cyclone_core.engine.protocol import MAX_ERROR
 from cyclone_core.engine.retry import ENDING_OF_STATUS, RETRY_POLICY, Ending, attempt_counters
 from cyclone_core.model import Attempt, Result, Status
 from cyclone_core.settings import MasterSettings
@@ -721,7 +722,8 @@ class Scheduler:
             attempt=attempt,
             started_at=result.started_at if result is not None else 0.0,
             duration=result.duration if result is not None else 0.0,
-            error=f"quarantined after {len(record.history)} attempts ({why}); last: {error}",
+            # Cut to what a result may carry: the journal and the sinks take it back as such.
+            error=f"quarantined after {len(record.history)} attempts ({why}); last: {error}"[:MAX_ERROR],
             controller=controller,
             history=list(record.history),
         )

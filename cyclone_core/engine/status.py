@@ -145,8 +145,22 @@ def render_status(
             error += " (recovered)"
         sinks.add_row(*(Text(str(sink[key])) for key in ("name", "backlog", "delivered", "errors")), Text(error))
     console.print(sinks)
+    _journal_lines(snapshot, console)
     if snapshot.get("protocol_errors"):
         _lines(console, f"{snapshot['protocol_errors']} bad messages received (see the master's log)".split())
+
+
+def _journal_lines(snapshot: dict[str, Any], console: Console) -> None:
+    """A journal that cannot be written, and the results the sinks rejected (the latest few)."""
+    journal = snapshot.get("journal") or {}
+    if journal.get("full"):
+        _lines(console, f"journal {journal['path']} cannot be written (disk full?): nothing is dispatched".split())
+    dead = snapshot.get("dead_letters") or {}
+    if dead.get("count"):
+        count = plural(dead["count"], "result")
+        _lines(console, f"{count} rejected by sinks (cyclone results --dead-letters), latest:".split())
+        for d in dead.get("latest", []):
+            _lines(console, f"- {d['task_id']} ({d['sink']}, {_ago(d['at'])}): {d['error']}".split())
 
 
 def _controller_table(snapshot: dict[str, Any], console: Console) -> None:
