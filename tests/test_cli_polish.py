@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from cyclone_core.config import Config, apply_overrides, check_endpoint
-from cyclone_core.errors import UsageError
+from cyclone_core.config import Config, apply_overrides, check_endpoint, load_config
+from cyclone_core.errors import ConfigError, UsageError
 from cyclone_core.plural import plural
 
 ONLY_BUILTINS = {"CYCLONE_LOAD_PLUGINS": "builtins"}
@@ -138,10 +138,8 @@ def _complete(run_cyclone: Any, words: str) -> list[str]:
     return done.stdout.split()
 
 
-def test_completion_offers_commands_and_options(run_cyclone: Any) -> None:
-    assert _complete(run_cyclone, "cyclone ru") == ["run"]
-    assert "token" in _complete(run_cyclone, "cyclone keys ")
-    assert _complete(run_cyclone, "cyclone run --wor") == ["--workers"]
+def test_completion_offers_options(run_cyclone: Any) -> None:
+    assert _complete(run_cyclone, "cyclone run --wor") == ["--workers"]  # commands: in bash, below
 
 
 def test_installed_bash_completion_completes_in_bash(run_cyclone: Any, tmp_path: Path) -> None:
@@ -176,11 +174,10 @@ def test_a_misspelled_option_in_a_file_names_the_file_and_the_known_options(run_
         "(known: count, task, args, timeout)\n"
     )
     config.write_text('[sinks.sqlite]\npaht = "x.sqlite"\n')
-    done = run_cyclone("run", "--config", str(config), env=ONLY_BUILTINS, cwd=tmp_path)
-    assert done.returncode == 2
-    assert done.stderr == (
-        f"error: {config}: sinks.sqlite.paht: unknown option of sink 'sqlite' "
-        "(known: batch_size, flush_interval, path)\n"
+    with pytest.raises(ConfigError) as caught:
+        load_config(config)
+    assert str(caught.value) == (
+        f"{config}: sinks.sqlite.paht: unknown option of sink 'sqlite' (known: batch_size, flush_interval, path)"
     )
 
 
@@ -193,10 +190,10 @@ def test_a_misspelled_option_on_the_command_line_names_it_and_the_known_options(
         done.stderr
         == "error: -g 'cont=3': unknown option of generator 'benchmark' (known: count, task, args, timeout)\n"
     )
-    done = run_cyclone("run", "-s", "jsonl.paht=x.jsonl", env=ONLY_BUILTINS, cwd=tmp_path)
-    assert done.returncode == 2
-    assert done.stderr == (
-        "error: -s 'jsonl.paht=x.jsonl': unknown option of sink 'jsonl' (known: batch_size, flush_interval, path)\n"
+    with pytest.raises(ConfigError) as caught:
+        apply_overrides(Config(), sink_options=["jsonl.paht=x.jsonl"])
+    assert str(caught.value) == (
+        "-s 'jsonl.paht=x.jsonl': unknown option of sink 'jsonl' (known: batch_size, flush_interval, path)"
     )
     # Only the first part of a dotted key is the generator's: the rest is the table option's own.
     apply_overrides(Config(), ["task=sleep", "args.seconds=0.01"])
@@ -361,7 +358,7 @@ def test_log_lines_never_land_on_the_progress_line(tmp_path: Path) -> None:
     primary, secondary = pty.openpty()
     # Crashing tasks: warnings from the controller's process (the crashes) and from this one
     # (the quarantines), while the progress line is drawn.
-    command = [cyclone, "run", "-g", "task=crash", "-g", "count=3", "--workers", "1"]
+    command = [cyclone, "run", "-g", "task=crash", "-g", "count=2", "--workers", "1"]
     process = subprocess.Popen(command, stdin=secondary, stdout=secondary, stderr=secondary, cwd=tmp_path, env=env)
     os.close(secondary)
     output = b""
