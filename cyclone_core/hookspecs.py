@@ -82,6 +82,9 @@ def cyclone_sinks() -> Sequence[type[ResultSink]]:
     Called once per process when the registries are first needed.  Each class subclasses
     :class:`cyclone_core.ResultSink`; its ``attrs`` fields are the sink's options (``-s
     NAME.KEY=VALUE`` or a ``[sinks.NAME]`` table) and its ``name`` is what ``--sink`` selects.
+    The master calls each sink's :meth:`~cyclone_core.ResultSink.check` before the run starts:
+    raising there says the sink cannot work at all (exit code 2); failures of ``open`` and
+    ``write`` later are retried.
 
     :return: the sink classes.
 
