@@ -132,10 +132,14 @@ class PanelGrid:
         #: Changes since the grid was made (the page re-reads a panel when it changed).
         self.version = 0
 
+    def add_all(self, results: Sequence[Result]) -> None:
+        """Fold those of ``results`` that are of the panel's task types into the grid."""
+        types = self.types
+        for result in results if not types else [r for r in results if r.task_type in types]:
+            self.add(result)
+
     def add(self, result: Result) -> None:
-        """Fold ``result`` into the grid (if it is of the panel's task types)."""
-        if self.types and result.task_type not in self.types:
-            return
+        """Fold ``result`` into the grid (whatever its type)."""
         try:
             cells = list(self.panel.fold(result))
             for cell in cells:

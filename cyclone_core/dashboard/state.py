@@ -15,7 +15,7 @@ import json
 import re
 import threading
 import time
-from collections import Counter, OrderedDict, deque
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -54,7 +54,7 @@ class DashboardState:
     def __init__(self, panels: Sequence[Panel] = ()) -> None:
         self.grids = [PanelGrid(panel) for panel in panels]
         self._samples: deque[tuple[float, int, int, int, float, float | None, float | None]] = deque(maxlen=SAMPLES)
-        self._outcomes: Counter[tuple[str, str]] = Counter()
+        self._outcomes: dict[tuple[str, Status], int] = {}
         self._types: set[str] = set()
         self._failures: deque[Result] = deque(maxlen=FAILURES)
         self._departed: OrderedDict[str, dict[str, Any]] = OrderedDict()
@@ -74,20 +74,21 @@ class DashboardState:
     @hookimpl
     def cyclone_results(self, results: Sequence[Result]) -> None:
         """Count ``results`` by type and status, keep the failures, fold them into the panels."""
-        outcomes, types = self._outcomes, self._types
+        # On the master's loop for every batch: kept to a few operations per result.
+        outcomes, types, failures, ok = self._outcomes, self._types, self._failures, Status.OK
         for result in results:
-            type_ = result.task_type
+            type_, status = result.task_type, result.status
             if type_ not in types:
                 if len(types) < _TASK_TYPES:
                     types.add(type_)
                 else:
                     type_ = _OTHER_TYPES
-            outcomes[type_, result.status.value] += 1
-            if result.status is not Status.OK:
-                self._failures.append(result)
+            key = (type_, status)
+            outcomes[key] = outcomes.get(key, 0) + 1
+            if status is not ok:
+                failures.append(result)
         for grid in self.grids:
-            for result in results:
-                grid.add(result)
+            grid.add_all(results)
 
     @hookimpl
     def cyclone_controller_lost(self, controller_id: str, reason: str, requeued: int) -> None:
@@ -191,7 +192,7 @@ class DashboardState:
             hosts.setdefault(gone["host"], [])
         outcomes: dict[str, dict[str, int]] = {}
         for (type_, status), count in sorted(published["outcomes"].items()):
-            outcomes.setdefault(type_, {})[status] = count
+            outcomes.setdefault(type_, {})[str(status)] = count
         names = ("t", "queued", "in_flight", "done", "rate", "p50_ms", "p99_ms")
         samples = published["samples"]
         return {

@@ -165,7 +165,7 @@ def test_the_page_follows_a_live_run(browser: Browser, live_run: Any, tmp_path: 
     updates = browser.js("return window.cycloneDashboard.updates")
     live_run.start_controller("node03-a")
     wait_until(lambda: len(live_run.summary()["controllers"]) == 4, what="a fourth controller")
-    live_run.submit([SleepTask(seconds=0.02) for _ in range(60)])
+    live_run.submit([SleepTask(seconds=0.01) for _ in range(40)])
     wait_until(lambda: tile(browser, "done") == live_run.submitted, what="the new tasks on the page")
     os.killpg(live_run.controllers["node03-a"].pid, signal.SIGKILL)
     live_run.controllers["node03-a"].wait(10)

@@ -45,9 +45,8 @@ def test_a_grid_keeps_the_latest_cell_per_place_and_is_bounded(caplog: pytest.Lo
         return [Cell("row", r.key or "", r.status.value, "ok" if r.ok else "failed")]
 
     grid = PanelGrid(Panel(name="p", title="P", task_types=("probe",), fold=fold))
-    grid.add(result(1, key="a", type_="probe"))
-    grid.add(result(2, Status.FAILED, key="a", type_="probe"))
-    grid.add(result(3, key="b", type_="other"))  # not the panel's type
+    grid.add_all([result(1, key="a", type_="probe"), result(2, Status.FAILED, key="a", type_="probe")])
+    grid.add_all([result(3, key="b", type_="other")])  # not the panel's type
     assert [c.status for c in grid.cells.values()] == ["failed"]
     with caplog.at_level(logging.ERROR, "cyclone.dashboard"):
         grid.add(result(4, key="boom", type_="probe"))

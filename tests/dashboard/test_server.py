@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import socket
 import threading
 from collections.abc import Sequence
@@ -172,7 +173,7 @@ def test_the_file_create_checks_fill_their_panel(live_run: Any) -> None:
         pytest.skip("cyclone-file-create is not installed")
     panel = next(p for p in json.loads(live_run.get("/api/panels")[2])["panels"] if p["name"] == "file-create")
     cells = {(c["row"], c["column"]): c for c in panel["cells"]}
-    assert len(cells) == 20
+    assert len(cells) == 12
     assert panel["rows"] == ["MDT0000 OST0000-000f", "MDT0001 OST0000-000f"]
     assert {cells[row, "0"]["status"] for row in panel["rows"]} == {"ok"}
     assert cells["MDT0001 OST0000-000f", "0"]["value"] > 0
@@ -260,3 +261,13 @@ def test_a_short_token_file_and_a_port_in_use_are_one_line(tmp_path: Path, live_
         Dashboard(0, token_file=str(tmp_path / "missing"))
     with pytest.raises(ConfigError, match=rf"^dashboard 127.0.0.1:{live_run.port}: cannot listen \("):
         Dashboard(live_run.port)
+
+
+def test_cyclone_run_serves_it_and_prints_its_address_once(run_cyclone: Any, tmp_path: Path) -> None:
+    port = free_port()
+    done = run_cyclone("run", "-g", "count=5", "--workers", "1", "--http-port", str(port), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if "dashboard" in line]
+    assert len(lines) == 1
+    assert re.fullmatch(rf"dashboard: http://127\.0\.0\.1:{port}/\?token=[A-Za-z0-9_-]{{32}}", lines[0])
+    assert "token" not in done.stdout
