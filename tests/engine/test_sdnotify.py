@@ -9,6 +9,8 @@ import os
 import signal
 import socket
 import struct
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,7 +26,8 @@ _UCRED = struct.Struct("3i")
 
 
 class NotifySocket:
-    """A datagram socket bound as systemd binds ``NOTIFY_SOCKET``: it keeps every message with
+    """A datagram socket bound as systemd binds ``NOTIFY_SOCKET``, read as systemd reads it (at
+    once, from a thread: the kernel queues only a few datagrams), keeping every message with
     the pid of its sender (SCM_CREDENTIALS, which ``NotifyAccess=main`` checks)."""
 
     def __init__(self, address: str) -> None:
@@ -32,27 +35,35 @@ class NotifySocket:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         self.sock.bind(address.replace("@", "\0", 1) if address.startswith("@") else address)
-        self.sock.setblocking(False)
+        self.sock.settimeout(0.05)
         self.received: list[tuple[int, list[str]]] = []
+        self._closed = threading.Event()
+        self._reader = threading.Thread(target=self._read, name="notify-socket", daemon=True)
+        self._reader.start()
 
-    def messages(self) -> list[tuple[int, list[str]]]:
-        """Every ``(sender pid, lines)`` received so far."""
-        while True:
+    def _read(self) -> None:
+        while not self._closed.is_set():
             try:
                 data, ancillary, _, _ = self.sock.recvmsg(4096, socket.CMSG_SPACE(_UCRED.size))
-            except BlockingIOError:
-                return self.received
+            except TimeoutError:
+                continue
             pid = -1
             for level, kind, payload in ancillary:
                 if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
                     pid = _UCRED.unpack(payload[: _UCRED.size])[0]
             self.received.append((pid, data.decode().split("\n")))
 
+    def messages(self) -> list[tuple[int, list[str]]]:
+        """Every ``(sender pid, lines)`` received so far."""
+        return list(self.received)
+
     def lines(self, prefix: str = "") -> list[str]:
         """Every line received that starts with ``prefix``, in order."""
         return [line for _, lines in self.messages() for line in lines if line.startswith(prefix)]
 
     def close(self) -> None:
+        self._closed.set()
+        self._reader.join(5)
         self.sock.close()
 
 
@@ -99,12 +110,15 @@ def test_an_abstract_socket_gets_ready_status_watchdog_and_stopping(notify_socke
     notifier.tick(11.0, lambda: "running: 5\ndone")  # the ping, and the status (on one line)
     notifier.tick(11.2, lambda: "running: 5\ndone", stopping=True)  # STOPPING shows its state at once
     notifier.tick(11.3, lambda: "stopping: 5 done", stopping=True)
+    notifier.send("END=1")  # datagrams arrive in order: everything before is in once this is
     notifier.close()
+    wait_until(lambda: "END=1" in received.lines(), 10, "the last message")
     assert [lines for _, lines in received.messages()] == [
         ["READY=1", "STATUS=running: 0 done", "WATCHDOG=1"],
         ["WATCHDOG=1", "STATUS=running: 5 done"],
         ["STOPPING=1"],
         ["STATUS=stopping: 5 done"],
+        ["END=1"],
     ]
     assert {pid for pid, _ in received.messages()} == {os.getpid()}
 
@@ -117,8 +131,10 @@ def test_a_watchdog_of_another_pid_is_not_fed(notify_socket) -> None:
     assert env["NOTIFY_SOCKET"] == received.address  # left alone without unset
     notifier.ready("running", now=0.0)
     notifier.tick(60.0)
-    assert received.lines() == ["READY=1", "STATUS=running"]
+    notifier.send("END=1")
     notifier.close()
+    wait_until(lambda: "END=1" in received.lines(), 10, "the last message")
+    assert received.lines() == ["READY=1", "STATUS=running", "END=1"]
 
 
 @pytest.mark.parametrize(
@@ -227,13 +243,66 @@ def test_cyclone_run_notifies_as_its_master_alone(tmp_path: Path, notify_socket)
     received = notify_socket("run.notify")
     env = {**os.environ, "NOTIFY_SOCKET": received.address, "WATCHDOG_USEC": "400000"}
     env.pop("CYCLONE_DEBUG", None)
-    args = ["run", "-g", "count=200", "--workers", "1", "--sink", "jsonl", "-s", f"jsonl.path={tmp_path / 'out.jsonl'}"]
+    args = ["run", "-g", "count=20", "--workers", "1", "--sink", "jsonl", "-s", f"jsonl.path={tmp_path / 'out.jsonl'}"]
     run = Proc(args, tmp_path / "run.log", env)
     try:
         assert run.wait(60) == 0, run.output()
         lines = received.lines()
         assert lines[0] == "READY=1", lines
-        assert "STOPPING=1" in lines
+        assert "STOPPING=1" in lines, lines
         assert {pid for pid, _ in received.messages()} == {run.pid}
     finally:
         run.kill_group()
+
+
+#: A generator whose ``tasks()`` blocks the master's loop while a file exists (then has none).
+_STALL_PLUGIN = """
+import os, time
+from typing import ClassVar
+import attrs
+from cyclone_core import TaskGenerator, hookimpl
+
+@attrs.define(kw_only=True)
+class StallGenerator(TaskGenerator):
+    name: ClassVar[str] = "stall"
+    path: str
+
+    def tasks(self):
+        open(self.path + ".stalled", "w").close()
+        while os.path.exists(self.path):
+            time.sleep(0.01)
+        yield from ()
+
+@hookimpl
+def cyclone_generators():
+    return [StallGenerator]
+"""
+
+
+def test_a_master_whose_loop_hangs_stops_the_watchdog_pings(tmp_path: Path, notify_socket) -> None:
+    plugin = tmp_path / "plugin"
+    (plugin / "cyclone_stall-0.1.dist-info").mkdir(parents=True)
+    (plugin / "cyclone_stall-0.1.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: cyclone-stall\nVersion: 0.1\n"
+    )
+    (plugin / "cyclone_stall-0.1.dist-info" / "entry_points.txt").write_text("[cyclone]\nstall = cyclone_stall\n")
+    (plugin / "cyclone_stall.py").write_text(_STALL_PLUGIN)
+    stall = tmp_path / "stall"
+    stall.touch()
+    received = notify_socket("master.notify")
+    env = {**os.environ, "NOTIFY_SOCKET": received.address, "WATCHDOG_USEC": "200000", "PYTHONPATH": str(plugin)}
+    env.pop("CYCLONE_LOAD_PLUGINS", None)
+    args = ["master", "--insecure", "--bind", f"tcp://127.0.0.1:{free_port()}", "--generator", "stall",
+            "-g", f"path={stall}", "--sink", "jsonl", "-s", f"jsonl.path={tmp_path / 'out.jsonl'}"]  # fmt: skip
+    master = Proc(args, tmp_path / "master.log", env)
+    try:
+        wait_until(lambda: Path(f"{stall}.stalled").exists() or master.popen.poll() is not None, 60, "the stall")
+        assert master.popen.poll() is None, master.output()
+        pings = received.lines().count("WATCHDOG=1")
+        time.sleep(1.0)  # the window observed: five intervals of 0.1 s without a turn of the loop
+        assert received.lines().count("WATCHDOG=1") == pings, received.lines()
+        stall.unlink()  # the loop turns again: pings again, and the run (no tasks) ends
+        assert master.wait(60) == 0, master.output()
+        assert received.lines().count("WATCHDOG=1") > pings
+    finally:
+        master.kill_group()
