@@ -38,16 +38,21 @@ class SystemdNotifier:
     :param unset: remove those variables from ``environ`` once read (as ``sd_notify``'s
         ``unset_environment`` does), so that worker processes and the commands of tasks do not
         inherit them and talk to systemd in the daemon's name.
-    :param pid: this process's pid (default: :func:`os.getpid`); a ``WATCHDOG_PID`` naming
-        another process means the watchdog is not ours to feed.
+    :param pid: this process's pid (default: :func:`os.getpid`).  A ``WATCHDOG_PID`` naming
+        another process means the watchdog is not ours to feed; a ``SYSTEMD_EXEC_PID`` naming
+        another process (systemd started an ancestor: a test runner, say) means none of the
+        variables are ours, and they are left alone.
     """
 
     def __init__(
         self, environ: MutableMapping[str, str] | None = None, *, unset: bool = False, pid: int | None = None
     ) -> None:
         env = os.environ if environ is None else environ
-        values = {name: env.get(name, "") for name in _VARIABLES}
-        if unset:
+        pid = os.getpid() if pid is None else pid
+        exec_pid = env.get("SYSTEMD_EXEC_PID", "")
+        ours = not exec_pid or exec_pid == str(pid)
+        values = {name: env.get(name, "") if ours else "" for name in _VARIABLES}
+        if unset and ours:
             for name in _VARIABLES:
                 env.pop(name, None)
         self._address: str | None = None
@@ -142,11 +147,11 @@ class SystemdNotifier:
         return "STATUS=" + " ".join(text.split())
 
 
-def _watchdog_interval(usec: str, watchdog_pid: str, pid: int | None) -> float | None:
+def _watchdog_interval(usec: str, watchdog_pid: str, pid: int) -> float | None:
     """Seconds between pings: half of ``WATCHDOG_USEC``, if it is set, valid and ours."""
     if not usec:
         return None
-    if watchdog_pid and watchdog_pid != str(pid if pid is not None else os.getpid()):
+    if watchdog_pid and watchdog_pid != str(pid):
         log.debug("WATCHDOG_PID=%s is another process: its watchdog is not fed from here", watchdog_pid)
         return None
     try:

@@ -137,6 +137,15 @@ def test_a_watchdog_of_another_pid_is_not_fed(notify_socket) -> None:
     assert received.lines() == ["READY=1", "STATUS=running", "END=1"]
 
 
+def test_variables_systemd_set_for_an_ancestor_are_left_alone(notify_socket) -> None:
+    received = notify_socket("notify")
+    env = {"NOTIFY_SOCKET": received.address, "WATCHDOG_USEC": "1000000", "SYSTEMD_EXEC_PID": "1"}
+    notifier = SystemdNotifier(env, unset=True, pid=4242)
+    assert not notifier.enabled
+    assert env["NOTIFY_SOCKET"] == received.address  # not unset either: they belong to pid 1
+    assert SystemdNotifier({**env, "SYSTEMD_EXEC_PID": "4242"}, pid=4242).enabled
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [
