@@ -52,6 +52,8 @@ CONNECTION_TIMEOUT = 5.0
 MAX_CONNECTIONS = 16
 #: Characters of a request's target (path and query) at most.
 _MAX_TARGET = 2048
+#: Fields of a query string read at most.
+_MAX_FIELDS = 8
 #: Characters a token must have at least (one read from a file).
 _MIN_TOKEN = 16
 #: Path -> (file in ``static``, content type): every file the server can send.
@@ -148,37 +150,52 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         """Serve the page's files and JSON to a holder of the token."""
-        dashboard = self.dashboard
         if len(self.path) > _MAX_TARGET:
             self._plain(HTTPStatus.REQUEST_URI_TOO_LONG, "request target too long")
             return
         path, _, query = self.path.partition("?")
-        given = parse_qs(query, max_num_fields=8).get("token") if query else None
-        if given is not None:
-            if not dashboard.valid(given[0]):
-                self._forbidden()
-                return
-            # Keep the token in a cookie and send the browser to the address without it.
-            self.send_response(HTTPStatus.SEE_OTHER)
-            self.send_header("Location", path if path in _STATIC else "/")
-            self.send_header("Set-Cookie", f"{dashboard.cookie}={dashboard.token}; HttpOnly; SameSite=Strict; Path=/")
-            self._body(b"", "text/plain; charset=utf-8")
+        if query and self._login(path, query):
             return
-        if not dashboard.valid(self._cookie()):
+        if not self.dashboard.valid(self._cookie()):
             self._forbidden()
             return
+        self._serve(path)
+
+    def _login(self, path: str, query: str) -> bool:
+        """With a token in ``query``: keep it in a cookie and send the browser to the address
+        without it (or refuse a wrong one).  Whether the request was answered."""
+        dashboard = self.dashboard
+        try:
+            given = parse_qs(query, max_num_fields=_MAX_FIELDS).get("token")
+        except ValueError:  # more fields than that: nobody's page asks so
+            self._plain(HTTPStatus.BAD_REQUEST, "too many query fields")
+            return True
+        if given is None:
+            return False  # other fields are ignored
+        if not dashboard.valid(given[0]):
+            self._forbidden()
+            return True
+        self.send_response(HTTPStatus.SEE_OTHER)
+        self.send_header("Location", path if path in _STATIC else "/")
+        self.send_header("Set-Cookie", f"{dashboard.cookie}={dashboard.token}; HttpOnly; SameSite=Strict; Path=/")
+        self._body(b"", "text/plain; charset=utf-8")
+        return True
+
+    def _serve(self, path: str) -> None:
+        """A static file or the JSON at ``path``, or 404."""
+        state = self.dashboard.state
         if path in _STATIC:
             name, kind = _STATIC[path]
             self.send_response(HTTPStatus.OK)
-            self._body(dashboard.files[name], kind)
+            self._body(self.dashboard.files[name], kind)
             return
         body: bytes | None = None
         if path == "/api/state":
-            body = dashboard.state.state_json()
+            body = state.state_json()
         elif path == "/api/panels":
-            body = dashboard.state.panels_json()
+            body = state.panels_json()
         elif path.startswith(_FAILURE_PREFIX):
-            body = dashboard.state.failure_json(path[len(_FAILURE_PREFIX) :])
+            body = state.failure_json(path[len(_FAILURE_PREFIX) :])
         if body is None:
             self._plain(HTTPStatus.NOT_FOUND, "not found")
             return

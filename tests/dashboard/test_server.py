@@ -8,6 +8,7 @@ import json
 import re
 import socket
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -105,10 +106,22 @@ def test_no_other_path_reaches_a_file(live_run: Any, path: str) -> None:
     assert b"root:" not in body
 
 
-def test_query_strings_other_than_the_token_are_ignored(live_run: Any) -> None:
+def test_query_strings_other_than_the_token_are_ignored_and_bounded(live_run: Any) -> None:
     status, _, body = live_run.get("/api/state?x=1&callback=evil")
     assert status == 200
     assert body.startswith(b"{")
+    assert live_run.get("/api/state?" + "&".join(f"f{i}=1" for i in range(20)))[0] == 400
+
+
+def test_silent_connections_do_not_hold_up_the_page(live_run: Any) -> None:
+    silent = [socket.create_connection(("127.0.0.1", live_run.port)) for _ in range(4)]
+    try:
+        started = time.monotonic()
+        assert live_run.get("/api/state")[0] == 200
+        assert time.monotonic() - started < 15  # not after their 5 s each, one after the other (20 s)
+    finally:
+        for sock in silent:
+            sock.close()
 
 
 def test_the_state_has_the_runs_counts_controllers_outcomes_and_failures(live_run: Any) -> None:
