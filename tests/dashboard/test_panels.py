@@ -115,13 +115,3 @@ def test_hosts_are_folded_as_node_sets() -> None:
     ]
     state.publish(snapshot(controllers=ctls), Histogram([1.0]))
     assert json.loads(state.state_json())["controllers"]["hosts"] == "node[01-32]"
-
-
-def test_the_lustre_folds_place_a_result_without_payload_by_its_key() -> None:
-    panel = pytest.importorskip("cyclone_lustre_ost.panel")
-    (cell,) = panel.io_cells(result(1, Status.TIMEOUT, "lustre-ost-io", key="OST001a/r4", error="timed out"))
-    assert (cell.row, cell.column, cell.label, cell.status) == ("OST0010-001f", "a", "t/o", "failed")
-    assert panel.io_cells(result(2, type_="lustre-ost-io", key="elsewhere")) == []
-    create = pytest.importorskip("cyclone_file_create.panel")
-    (cell,) = create.create_cells(result(3, Status.CRASHED, "file-create", key="mdt1-ost17", error="killed"))
-    assert (cell.row, cell.column, cell.status) == ("MDT0001 OST0010-001f", "1", "failed")
