@@ -21,6 +21,7 @@ from cyclone_core.plural import plural
 
 __all__ = (
     "BY_HOST_ABOVE",
+    "expect_lines",
     "expected_hosts",
     "fetch_status",
     "fold",
@@ -104,14 +105,7 @@ def render_status(
         ],
     )
     if generator:
-        pieces = [f"generator {generator.get('name')}:", "done" if generator.get("exhausted") else "running"]
-        if generator.get("total") is not None:
-            pieces[-1] += ","
-            pieces.append(f"{plural(generator['total'], 'task')} in all")
-        if generator.get("error"):
-            pieces[-1] += ","
-            pieces += ["failed:", *str(generator["error"]).split()]
-        _lines(console, pieces)
+        _lines(console, _generator_pieces(generator))
     _lines(
         console,
         [
@@ -135,6 +129,9 @@ def render_status(
             console.print(line, highlight=False, markup=False, soft_wrap=True)
     else:
         _controller_table(snapshot, console)
+        if expect is not None:
+            for line in expect_lines((ctl["host"] for ctl in controllers), expect, width):
+                console.print(line, highlight=False, markup=False, soft_wrap=True)
     sinks = Table(title="sinks", title_justify="left", box=None, padding=(0, 2, 0, 0), pad_edge=False)
     for header in ("sink", "backlog", "delivered", "errors"):
         sinks.add_column(header, no_wrap=True)
@@ -161,6 +158,17 @@ def _journal_lines(snapshot: dict[str, Any], console: Console) -> None:
         _lines(console, f"{count} rejected by sinks (cyclone results --dead-letters), latest:".split())
         for d in dead.get("latest", []):
             _lines(console, f"- {d['task_id']} ({d['sink']}, {_ago(d['at'])}): {d['error']}".split())
+
+
+def _generator_pieces(generator: dict[str, Any]) -> list[str]:
+    pieces = [f"generator {generator.get('name')}:", "done" if generator.get("exhausted") else "running"]
+    if generator.get("total") is not None:
+        pieces[-1] += ","
+        pieces.append(f"{plural(generator['total'], 'task')} in all")
+    if generator.get("error"):
+        pieces[-1] += ","
+        pieces += ["failed:", *str(generator["error"]).split()]
+    return pieces
 
 
 def _controller_table(snapshot: dict[str, Any], console: Console) -> None:
@@ -229,13 +237,21 @@ def host_lines(snapshot: dict[str, Any], width: int, expect: NodeSet | None = No
             indent=4,
         )
     if expect is not None:
-        present = set(per_host) | {host.split(".", 1)[0] for host in per_host}
-        missing = [host for host in expect if host not in present]
-        known = set(expect)
-        unexpected = [host for host in per_host if host not in known and host.split(".", 1)[0] not in known]
-        lines += wrap(["missing:", fold(missing) if missing else "none"], width, indent=4)
-        if unexpected:
-            lines += wrap(["not expected:", fold(unexpected)], width, indent=4)
+        lines += expect_lines(per_host, expect, width)
+    return lines
+
+
+def expect_lines(hosts: Iterable[str], expect: NodeSet, width: int) -> list[str]:
+    """``missing:`` the hosts of ``expect`` that are not among ``hosts`` (those with a
+    controller; ``node01.cluster`` counts for ``node01``), and ``not expected:`` the others."""
+    hosts = set(hosts)
+    present = hosts | {host.split(".", 1)[0] for host in hosts}
+    missing = [host for host in expect if host not in present]
+    known = set(expect)
+    unexpected = [host for host in hosts if host not in known and host.split(".", 1)[0] not in known]
+    lines = wrap(["missing:", fold(missing) if missing else "none"], width, indent=4)
+    if unexpected:
+        lines += wrap(["not expected:", fold(unexpected)], width, indent=4)
     return lines
 
 
