@@ -11,9 +11,14 @@ carries: each commit adds at most one ``chunks`` row (the tasks that entered the
 one ``results`` row (the results of the tasks that settled, with their sequence numbers).  The
 window is the tasks of all chunks minus those with a result, with the counters of
 ``attempts``.  :meth:`Journal.compact` rewrites the window as a single chunk and drops the
-results every sink has; results rows are dropped only there, since they also mark their tasks
-done.  Results are numbered 1, 2, 3, ... without gaps; a sink's delivered mark is the number of
-the last result it has.
+results every sink has, and the file gives the pages freed back to the file system: its size
+follows what it holds (the window, undelivered results, dead letters), not the length of the
+run.  Results rows are dropped only there, since they also mark their tasks done.  Results
+are numbered 1, 2, 3, ... without gaps; a sink's delivered mark is the number of the last
+result it has.  A result a sink cannot store is kept apart, with why, as a dead letter.
+
+When the file cannot be written (a full disk), :class:`JournalWriteError` says so and nothing of
+the attempt is left behind; the buffered changes are written by the next commit that succeeds.
 
 Resuming on an existing journal: tasks that were pending or leased go back to the queue with
 their counters, the generator (if deterministic) is fast-forwarded past the high-water mark,
@@ -79,6 +84,8 @@ _SAVE_ATTEMPTS = f"INSERT OR REPLACE INTO attempts VALUES (?, {', '.join('?' for
 
 #: Rows written since the last compaction after which the window is rewritten as one chunk.
 _COMPACT_ROWS = 1000
+#: Bytes of write-ahead log kept on disk after a checkpoint.
+_WAL_LIMIT = 4 << 20
 
 _pack = msgpack.Packer().pack
 
@@ -106,20 +113,30 @@ def _unwritable(exc: sqlite3.Error, path: Path) -> JournalWriteError | None:
 
 
 @contextlib.contextmanager
-def _transaction(conn: sqlite3.Connection, path: Path) -> Iterator[None]:
-    """One transaction; a failure to write raises :class:`JournalWriteError`, and leaves
-    nothing of the transaction behind."""
-    conn.execute("BEGIN")
+def _writing(path: Path) -> Iterator[None]:
+    """A failure to write ``path`` raises :class:`JournalWriteError`."""
     try:
         yield
-        conn.execute("COMMIT")
-    except BaseException as exc:
-        if conn.in_transaction:  # SQLite itself rolls back after some errors (a full disk)
-            conn.execute("ROLLBACK")
-        unwritable = _unwritable(exc, path) if isinstance(exc, sqlite3.Error) else None
+    except sqlite3.Error as exc:
+        unwritable = _unwritable(exc, path)
         if unwritable is not None:
             raise unwritable from None
         raise
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection, path: Path) -> Iterator[None]:
+    """One transaction; a failure to write raises :class:`JournalWriteError`, and leaves
+    nothing of the transaction behind."""
+    with _writing(path):
+        conn.execute("BEGIN")
+        try:
+            yield
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:  # SQLite itself rolls back after some errors (a full disk)
+                conn.execute("ROLLBACK")
+            raise
 
 
 class UnreadableResult(Exception):
@@ -201,6 +218,11 @@ def new_run_id() -> str:
 def _connect(path: Path) -> sqlite3.Connection:
     try:
         conn = sqlite3.connect(path, isolation_level=None, timeout=60.0, check_same_thread=False)
+        # The file gives back the pages compaction frees (set when it is created; a no-op after),
+        # and the write-ahead log is cut back after each checkpoint: the journal's size on disk
+        # follows what it holds, not how long the run has been going.
+        conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+        conn.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT}")
         # WAL: the delivery threads read while the master writes.  NORMAL: a commit survives a
         # killed process (not a power cut), which is the failure the journal is for.
         conn.execute("PRAGMA journal_mode=WAL")
@@ -393,6 +415,9 @@ class Journal:
             have_all = min((marks.get(sink, 0) for sink in sinks), default=self.last_result)
             conn.execute("DELETE FROM results WHERE first + count - 1 <= ?", (have_all,))
         self._rows_since_compaction = 0
+        with _writing(self.path):
+            # Freed pages go back to the file system (executescript: execute frees one per call).
+            conn.executescript("PRAGMA incremental_vacuum;")
 
     # -- the outbox, master side ----------------------------------------------------------
 
