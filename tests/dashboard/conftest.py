@@ -139,7 +139,7 @@ def live_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveRun]:
     try:
         from cyclone_lustre_ost.testing import standin_lustre  # noqa: PLC0415  (a plugin: optional here)
 
-        fs = standin_lustre(directory, osts=24, mdt_count=2, inactive=[13], io_error=[5], place_on={9: 3}, drained=[20])
+        fs = standin_lustre(directory, osts=21, mdt_count=2, inactive=[13], io_error=[5], place_on={9: 3}, drained=[20])
         lines.append(fs.toml())
     except ImportError:
         pass
@@ -230,7 +230,7 @@ def live_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveRun]:
                     total_size=65536,
                     block_size=65536,
                 )
-                for index in range(24)
+                for index in range(21)
             ]
             try:
                 from cyclone_file_create.task import FileCreateTask  # noqa: PLC0415
@@ -245,7 +245,7 @@ def live_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveRun]:
                         ost_active=ost != 13,
                     )
                     for mdt in (0, 1)
-                    for ost in (0, 1, 2, 3, 9, 13)
+                    for ost in (0, 1, 9, 13)
                 ]
                 run.file_create = True
             except ImportError:

@@ -157,7 +157,7 @@ def test_the_page_follows_a_live_run(browser: Browser, live_run: Any, tmp_path: 
         cells = wait_until(
             lambda: browser.js("return document.querySelectorAll('#panel-lustre-ost-io td.cell').length")
         )
-        assert cells == 24
+        assert cells == 21
         assert browser.js("return document.querySelectorAll('#panel-lustre-ost-io td.s-failed').length") == 3
 
     # Live: more tasks, and a controller that dies, show up without a reload.
