@@ -64,8 +64,11 @@ def check_sinks(sinks: Sequence[ResultSink]) -> None:
 def dead_letter_status(deliveries: Sequence[SinkDelivery]) -> dict[str, Any]:
     """The dead letters of every sink as plain data (the master's status): how many, and the
     latest few."""
+    # list(): a copy taken at once (under the GIL), while the delivery threads add to them.
     latest = sorted(
-        (letter for d in deliveries for letter in d.latest_dead_letters), key=lambda d: (d.at, d.number), reverse=True
+        (letter for d in deliveries for letter in list(d.latest_dead_letters)),
+        key=lambda d: (d.at, d.number),
+        reverse=True,
     )
     return {
         "count": sum(d.dead_letters for d in deliveries),

@@ -152,6 +152,9 @@ def _journal_lines(snapshot: dict[str, Any], console: Console) -> None:
     journal = snapshot.get("journal") or {}
     if journal.get("full"):
         _lines(console, f"journal {journal['path']} cannot be written (disk full?): nothing is dispatched".split())
+    elif journal.get("low_space"):
+        free = (journal.get("free_bytes") or 0) / 1e6
+        _lines(console, f"journal {journal['path']}: {free:.1f} MB free on its file system".split())
     dead = snapshot.get("dead_letters") or {}
     if dead.get("count"):
         count = plural(dead["count"], "result")

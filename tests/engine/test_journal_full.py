@@ -19,10 +19,12 @@ from typing import Any
 import pytest
 import zmq
 from engine_support import FAST_CONTROLLER, FAST_MASTER, read_probe, toml
+from rich.console import Console
 
 from cyclone_core.engine import protocol as p
 from cyclone_core.engine.journal import Journal, JournalWriteError
 from cyclone_core.engine.scheduler import TaskRecord
+from cyclone_core.engine.status import render_status
 from cyclone_core.testing import free_port, wait_until
 
 
@@ -116,6 +118,9 @@ def test_the_master_waits_out_a_full_disk_under_its_journal_and_loses_nothing(
     wait_until(lambda: "cannot write" in master.output(), 30, "the master to find its journal full")
     wait_until(lambda: _status(port)["journal"]["full"], 10, "status to show the journal full")
     wait_until(lambda: _status(port)["journal"]["low_space"], 10, "status to show little space left")
+    console = Console(record=True, width=300)
+    render_status(_status(port), console)
+    assert "cannot be written (disk full?): nothing is dispatched" in console.export_text()
     wait_until(
         lambda: (
             b"cyclone_journal_full 1.0" in urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read()
