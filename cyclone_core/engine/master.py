@@ -871,10 +871,12 @@ class Master:
             self._check_tokens()
         if self.journal_health is not None:
             self.journal_health.check_space()
-        if self.metrics is not None:
-            self.metrics.publish(self.status(), stats.duration)
-        if self.dashboard is not None:
-            self.dashboard.publish(self.status(), stats.latency)
+        if self.metrics is not None or self.dashboard is not None:
+            snapshot = self.status()  # made once for both
+            if self.metrics is not None:
+                self.metrics.publish(snapshot, stats.duration)
+            if self.dashboard is not None:
+                self.dashboard.publish(snapshot, stats.latency)
 
     def _send_frame(self, identity: bytes, frame: bytes) -> None:
         assert self._sock is not None
