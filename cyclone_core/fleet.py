@@ -246,22 +246,26 @@ def run_on_nodes(
     return results
 
 
-def fold(results: Mapping[str, NodeResult]) -> list[tuple[str, str]]:
-    """``(folded node set, message)`` for each distinct message, in order of first appearance:
-    what ``clush -b`` gathers."""
+def _gathered(results: Mapping[str, NodeResult]) -> dict[str, list[str]]:
+    """The nodes of each distinct message, messages in order of first appearance."""
     groups: dict[str, list[str]] = {}
     for result in results.values():
         groups.setdefault(result.message, []).append(result.node)
-    return [(_folded(nodes), message) for message, nodes in groups.items()]
+    return groups
+
+
+def fold(results: Mapping[str, NodeResult]) -> list[tuple[str, str]]:
+    """``(folded node set, message)`` for each distinct message, in order of first appearance:
+    what ``clush -b`` gathers."""
+    return [(_folded(nodes), message) for message, nodes in _gathered(results).items()]
 
 
 def render_folded(results: Mapping[str, NodeResult]) -> str:
     """The answers as ``clush -b`` shows them: one block per distinct message, headed by the
     folded node set and its size."""
     blocks = []
-    for nodes, message in fold(results):
-        count = sum(1 for result in results.values() if result.message == message)
-        header = f"{nodes} ({count})"
+    for message, nodes in _gathered(results).items():
+        header = f"{_folded(nodes)} ({len(nodes)})"
         separator = "-" * max(len(_SEPARATOR), len(header))
         blocks.append(f"{separator}\n{header}\n{separator}\n{message}")
     return "\n".join(blocks)

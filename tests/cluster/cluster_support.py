@@ -48,11 +48,14 @@ class ClusterSetup:
     cluster: VirtualCluster
     keys: ClusterKeys
     directory: Path
+    #: ``[master]`` and ``[controller]`` settings: timeouts short enough for tests by default.
+    master_settings: dict[str, Any] = attrs.field(factory=lambda: dict(FAST_MASTER))
+    controller_settings: dict[str, Any] = attrs.field(factory=lambda: dict(FAST_CONTROLLER))
 
     @classmethod
-    def make(cls, cluster: VirtualCluster, directory: Path) -> ClusterSetup:
+    def make(cls, cluster: VirtualCluster, directory: Path, **settings: dict[str, Any]) -> ClusterSetup:
         """Keys (the controllers' shared key admitted) and a ClusterShell group ``@nodes`` (every
-        node) under ``directory``."""
+        node) under ``directory``; ``settings``: ``master_settings``, ``controller_settings``."""
         keys = ClusterKeys.make(directory / "keys")
         groups = directory / "clustershell"
         groups.mkdir()
@@ -62,7 +65,7 @@ class ClusterSetup:
             "map: sed -n 's/^$GROUP:\\(.*\\)/\\1/p' $CFGDIR/groups.txt\n"
             "list: sed -n 's/^\\([0-9A-Za-z_-]*\\):.*/\\1/p' $CFGDIR/groups.txt\n"
         )
-        return cls(cluster, keys, directory)
+        return cls(cluster, keys, directory, **settings)
 
     @property
     def master_endpoint(self) -> str:
@@ -79,18 +82,17 @@ class ClusterSetup:
         )
 
     def controller_config(self) -> Path:
-        """A controller config with short timeouts, the keys, and one worker."""
+        """A controller config: the keys, 2 workers, :attr:`controller_settings`."""
         path = self.directory / "controller.toml"
-        if not path.exists():
-            tables = {"controller": {"keys": str(self.keys.controller_dir), "workers": 2, **FAST_CONTROLLER}}
-            path.write_text(toml(tables))
+        tables = {"controller": {"keys": str(self.keys.controller_dir), "workers": 2, **self.controller_settings}}
+        path.write_text(toml(tables))
         return path
 
     def master_config(self, directory: Path, *, count: int, seconds: float) -> tuple[Path, Path]:
         """A master config: ``count`` sleep tasks of ``seconds`` each, results into a probe file."""
         out = directory / "probe.jsonl"
         tables: dict[str, dict[str, Any]] = {
-            "master": {"bind": self.master_endpoint, "keys": str(self.keys.master_dir), **FAST_MASTER},
+            "master": {"bind": self.master_endpoint, "keys": str(self.keys.master_dir), **self.master_settings},
             "generator": {
                 "name": "benchmark",
                 "options": {"count": count, "task": "sleep", "args": {"seconds": seconds}},
@@ -110,7 +112,7 @@ class ClusterSetup:
         ), out
 
     def start_controller(self, node: str, directory: Path, *options: str) -> Daemon:
-        """``cyclone controller --id NODE`` on ``node`` (short timeouts, 2 workers)."""
+        """``cyclone controller --id NODE`` on ``node`` (:meth:`controller_config`)."""
         argv = [CYCLONE, "controller", "--config", str(self.controller_config()), "--master", self.master_endpoint,
                 "--id", node, *options]  # fmt: skip
         log = directory / f"controller-{node}.log"

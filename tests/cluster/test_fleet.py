@@ -3,6 +3,7 @@ with a real master on the head node; and the gathering of answers, without ssh."
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from collections import Counter
@@ -14,6 +15,7 @@ from cluster_support import CYCLONE, ClusterSetup, cyclone_env
 from engine_support import read_probe
 
 from cyclone_core import fleet
+from cyclone_core.engine.pidfile import PidFile
 from cyclone_core.testing import wait_until
 
 
@@ -41,17 +43,10 @@ def pids(lines_output: str) -> dict[str, int]:
 
 
 def test_controllers_started_over_ssh_run_a_job_and_are_drained(cluster: ClusterSetup, tmp_path: Path) -> None:
-    config = cluster.controller_config()
     started = controllers(cluster, "start", "-w", "@nodes", "--master", cluster.master_endpoint,
-                          "--", "--config", str(config), "--stay")  # fmt: skip
+                          "--", "--config", str(cluster.controller_config()), "--stay")  # fmt: skip
     assert started.returncode == 0, started.stdout + started.stderr
     assert started.stdout.strip() == block("node[1-3]", 3, "started")
-
-    again = controllers(cluster, "start", "-w", "node[1-3]", "--master", cluster.master_endpoint, "-L")
-    assert again.returncode == 0, again.stderr
-    running = pids(again.stdout)
-    assert sorted(running) == ["node1", "node2", "node3"], again.stdout
-    assert "already running" in again.stdout
 
     master_config, out = cluster.master_config(tmp_path, count=300, seconds=0.01)
     master = cluster.cluster.spawn("head", [CYCLONE, "master", "--config", str(master_config)],
@@ -60,18 +55,20 @@ def test_controllers_started_over_ssh_run_a_job_and_are_drained(cluster: Cluster
     delivered = read_probe(out)
     assert len(delivered) == 300  # nothing delivered twice
     assert Counter(r["key"] for r in delivered) == Counter(str(i) for i in range(300))
-    assert {int(r["controller"].rsplit("-", 1)[1]) for r in delivered} == set(running.values())
 
-    status = controllers(cluster, "status", "-w", "node[1-3]")
-    assert (status.returncode, status.stdout.strip()) == (0, block("node[1-3]", 3, "running")), status.stderr
-    status_lines = controllers(cluster, "status", "-w", "node[1-3]", "--lines")
-    assert pids(status_lines.stdout) == running
+    status = controllers(cluster, "status", "-w", "node[1-3]", "--lines")
+    assert status.returncode == 0, status.stdout + status.stderr
+    running = pids(status.stdout)
+    assert sorted(running) == ["node1", "node2", "node3"], status.stdout
+    assert status.stdout.count(": running (pid") == 3, status.stdout
+    # The controllers that ran the job are the ones the pid files name (ids are HOST-PID).
+    assert {int(r["controller"].rsplit("-", 1)[1]) for r in delivered} == set(running.values())
 
     stopped = controllers(cluster, "stop", "-w", "node[1-3]")
     assert (stopped.returncode, stopped.stdout.strip()) == (0, block("node[1-3]", 3, "stopped")), stopped.stderr
     for node in running:
         log = (cluster.directory / "run" / f"controller-{node}.log").read_text()
-        assert "draining" in log.lower() or "goodbye" in log.lower(), log
+        assert "draining" in log.lower(), log
     gone = controllers(cluster, "status", "-w", "node[1-3]")
     assert gone.returncode == 1
     assert gone.stdout.strip() == block("node[1-3]", 3, "not running")
@@ -79,21 +76,22 @@ def test_controllers_started_over_ssh_run_a_job_and_are_drained(cluster: Cluster
 
 
 def test_a_node_whose_sshd_is_down_is_reported_failed_by_name(cluster: ClusterSetup) -> None:
+    start = ["start", "-w", "node[1-3]", "--master", cluster.master_endpoint]
+    extra = ["--", "--config", str(cluster.controller_config()), "--stay"]
     cluster.cluster.stop_sshd("node2")
     try:
-        started = controllers(cluster, "start", "-w", "node[1-3]", "--master", cluster.master_endpoint,
-                              "--", "--config", str(cluster.controller_config()), "--stay")  # fmt: skip
+        started = controllers(cluster, *start, *extra)
         assert started.returncode == 1
         assert block("node[1,3]", 2, "started") in started.stdout
         assert re.search(r"^node2 \(1\)\n-+\n.*(refused|closed|reset|port 22)", started.stdout, re.M), started.stdout
         assert started.stderr.strip() == "error: 1 node of 3 failed: node2"
 
-        stopped = controllers(cluster, "stop", "-w", "node[1-3]", "-L")
-        assert stopped.returncode == 1
-        assert re.search(r"^node1: stopped \(pid \d+\)$", stopped.stdout, re.M), stopped.stdout
-        assert re.search(r"^node3: stopped \(pid \d+\)$", stopped.stdout, re.M), stopped.stdout
-        assert re.search(r"^node2: .*(refused|closed|reset|port 22)", stopped.stdout, re.M), stopped.stdout
-        assert "node2" in stopped.stderr
+        again = controllers(cluster, *start, "--lines", *extra)  # harmless where a controller runs
+        assert again.returncode == 1
+        assert re.search(r"^node1: already running \(pid \d+\)$", again.stdout, re.M), again.stdout
+        assert re.search(r"^node3: already running \(pid \d+\)$", again.stdout, re.M), again.stdout
+        assert re.search(r"^node2: .*(refused|closed|reset|port 22)", again.stdout, re.M), again.stdout
+        assert again.stderr.strip() == "error: 1 node of 3 failed: node2"
     finally:
         cluster.cluster.start_sshd("node2")
         wait_until(lambda: cluster.cluster.ssh_works("node2"), 30, "sshd on node2 again")
@@ -136,3 +134,25 @@ def test_answers_with_the_same_message_fold_into_one_block_like_clush_b() -> Non
     ]
     assert fleet.failed_nodes(results) == "3 nodes of 6 failed: node[03,05-06]"
     assert fleet.failed_nodes({"node01": results["node01"]}) == ""
+
+
+def test_the_status_script_tells_a_held_pid_file_from_a_stale_one(tmp_path: Path) -> None:
+    def status() -> tuple[int, str]:
+        script = fleet.status_script("n1", str(tmp_path))
+        result = subprocess.run(script, shell=True, capture_output=True, text=True, check=False)
+        return result.returncode, result.stdout
+
+    assert status() == (fleet.NOT_RUNNING, "not running\n")
+    pid_file = tmp_path / "controller-n1.pid"
+    pid_file.write_text(f"{os.getpid()}\n")  # a live pid, but nobody holds the lock
+    assert status() == (fleet.NOT_RUNNING, "not running (stale pid file)\n")
+    with PidFile(pid_file):
+        assert status() == (0, f"running\npid {os.getpid()}\n")
+    assert status() == (fleet.NOT_RUNNING, "not running\n")
+
+
+def test_a_controller_that_exits_at_once_is_a_failed_start_with_its_log(tmp_path: Path) -> None:
+    options = fleet.StartOptions(master="tcp://head:5678", run_dir=str(tmp_path / "run"), cyclone="false", wait=10)
+    result = subprocess.run(fleet.start_script("n1", options), shell=True, capture_output=True, text=True, check=False)
+    assert result.returncode == 1
+    assert result.stdout.startswith(f"failed to start (see {tmp_path}/run/controller-n1.log):")
