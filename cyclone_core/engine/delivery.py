@@ -99,6 +99,7 @@ class SinkDelivery:
         self.backlog_at_start = 0
         self.errors = 0
         self.last_error: str | None = None
+        self._stored: Result | None = None  # the last result the sink stored
         #: Results the sink rejected (in the journal's dead letters), and the latest few.
         self.dead_letters = 0
         self.latest_dead_letters: deque[DeadLetter] = deque(maxlen=DEAD_LETTERS_SHOWN)
@@ -270,7 +271,8 @@ class SinkDelivery:
 
         Results the sink names in :class:`ResultsRejected` are rejected.  When a batch fails
         otherwise, its results are written one by one: those that fail while others succeed
-        (later) are rejected; if every one fails, the sink is down, and nothing is rejected."""
+        (later, or the last result the sink stored, written again) are rejected; if none
+        succeeds, the sink is down, and nothing is rejected."""
         first = last - len(results) + 1
         rejected: dict[int, str] = {}
         pending = list(range(len(results)))
@@ -288,11 +290,13 @@ class SinkDelivery:
             except Exception as exc:  # third-party sink code: an outage, or some results it cannot store
                 error = exc
             else:
+                self._stored = results[pending[-1]]
                 break
-            done = self._isolate(results, pending, rejected) if len(pending) > 1 else None
-            if done is None:
+            done = self._isolate(results, pending, rejected)
+            if not done:
                 self._failed(error)
                 return None
+            self._worked()
             return self._decided(first, results, done, rejected)
         self._worked()
         return self._decided(first, results, len(results), rejected)
@@ -304,33 +308,54 @@ class SinkDelivery:
         dead = [DeadLetter.of(self.name, first + i, results[i], why) for i, why in sorted(rejected.items()) if i < done]
         return first + done - 1, dead
 
-    def _isolate(self, results: list[Result], pending: list[int], rejected: dict[int, str]) -> int | None:
+    def _isolate(self, results: list[Result], pending: list[int], rejected: dict[int, str]) -> int:
         """Write the ``pending`` results one by one, adding to ``rejected`` those that fail
-        while another one succeeds after them; returns how many results from the first are
-        done with (the rest are written again later), or ``None`` if none succeeded (at most
-        :data:`ISOLATION_PROBES` fail before the sink is taken to be down)."""
+        while another one succeeds after them (or that the sink names); returns how many
+        results from the first are done with (the rest are written again later): 0 when none
+        was.  When the first :data:`ISOLATION_PROBES` fail, or the last ones, the sink must
+        show that it works (:meth:`_works`), or it is taken to be down."""
         failures: dict[int, str] = {}
         undecided: list[int] = []  # failed since the last success
-        succeeded = False
+        answered = False  # the sink stored or named a result: it works
+
+        def works() -> None:
+            nonlocal answered
+            answered = True
+            for failed in undecided:
+                rejected[failed] = failures[failed]
+            undecided.clear()
+
         for index in pending:
-            if not succeeded and len(failures) >= ISOLATION_PROBES:
-                return None
+            if not answered and len(failures) >= ISOLATION_PROBES:
+                if not self._works():
+                    return 0
+                works()
             try:
                 self.sink.write([results[index]])
             except ResultsRejected as exc:
                 rejected[index] = exc.reason
+                answered = True
                 continue
             except Exception as exc:  # third-party sink code
                 failures[index] = one_line_error(exc)
                 undecided.append(index)
                 continue
-            succeeded = True
-            for failed in undecided:
-                rejected[failed] = failures[failed]
-            undecided.clear()
-        if not succeeded:
-            return None
-        return min(undecided, default=len(results))
+            self._stored = results[index]
+            works()
+        if undecided and self._works():
+            works()
+        return min(undecided, default=len(results)) if answered else 0
+
+    def _works(self) -> bool:
+        """Whether the sink works: it stores again the last result it stored (a sink skips
+        what it has, by result id); ``False`` if there is none yet."""
+        if self._stored is None:
+            return False
+        try:
+            self.sink.write([self._stored])
+        except Exception:  # third-party sink code: it does not work
+            return False
+        return True
 
     def _call_sink(self, method: Callable[..., object], *args: Any) -> bool:
         """Call the sink's ``open`` or ``write``; returns whether it succeeded.  A failure is

@@ -145,7 +145,7 @@ class PickySink(ResultSink):
             raise ConnectionError("picky sink's server is down")
         if any(r.key == self.bad for r in results):
             raise ValueError(f"value too long for column (key {self.bad})")
-        self.stored.extend(r.task_id for r in results)
+        self.stored.extend(r.task_id for r in results if r.task_id not in self.stored)  # idempotent, as it must
 
 
 def test_a_batch_that_fails_is_retried_result_by_result_and_the_one_that_fails_alone_is_dead_lettered(

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import MemorySink
 
 from cyclone_core.engine import delivery as delivery_module
 from cyclone_core.engine.delivery import SinkDelivery
@@ -126,3 +127,48 @@ def test_results_journaled_under_a_clock_that_was_later_set_back_are_delivered_a
         wait(lambda: len(sink.results) == 3, timeout=10, what="the journaled results in the sink")
     finally:
         delivery.stop(5.0)
+
+
+class FlakySink(MemorySink):
+    """Fails on any batch holding one of ``poison`` (by key); from its ``fail_after``-th
+    single-result write on, fails those too (an outage that begins meanwhile)."""
+
+    poison: frozenset[str] = frozenset()
+    singles = 0
+    fail_after: int | None = None
+
+    def write(self, results: Sequence[Result]) -> None:
+        if len(results) == 1:
+            self.singles += 1
+            if self.fail_after is not None and self.singles > self.fail_after:
+                raise ConnectionError("lost the connection")
+        if any(r.key in self.poison for r in results):
+            raise ValueError("cannot store it")
+        super().write(results)
+
+
+def test_results_that_fail_alone_while_others_succeed_are_dead_lettered_and_no_others(
+    tmp_path: Path, wait: Callable[..., Any]
+) -> None:
+    settler = Settler(tmp_path / "journal.sqlite")
+    run = settler.journal.run_id
+    sink = FlakySink(batch_size=10, flush_interval=0.0)
+    sink.poison = frozenset({"2", "5", "11"})
+    sink.fail_after = 8  # an outage begins while the batch is written one by one, after "8"
+    delivery = SinkDelivery(sink, settler.journal, backoff_max=0.05)
+    delivery.start()
+    try:
+        settler.settle(10, [delivery])
+        wait(lambda: delivery.backlog == 0, what="the first ten")
+        # "9" and "10" failed alone after the last result stored: the outage may have been why,
+        # so they are written again (and stored, in a batch of their own), not rejected.
+        assert [d.task_id for d in delivery.latest_dead_letters] == [f"{run}-5", f"{run}-2"]
+        sink.fail_after = None
+        # A result that fails alone in its batch: the sink stores the last one it has again, so
+        # it works, and that one is rejected.
+        settler.settle(1, [delivery])
+        wait(lambda: delivery.backlog == 0, what="the lone result")
+    finally:
+        delivery.stop(5.0)
+    assert [d.task_id for d in delivery.latest_dead_letters] == [f"{run}-{i}" for i in (11, 5, 2)]
+    assert {r.key for r in sink.results} == {"1", "3", "4", "6", "7", "8", "9", "10"}
