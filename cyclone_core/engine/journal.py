@@ -191,23 +191,29 @@ class DeadLetter:
             return _pack([*self.row[:9], None, *self.row[10:]])
 
 
-def read_dead_letters(path: str | Path, *, sink: str | None = None, limit: int | None = None) -> list[DeadLetter]:
-    """The dead letters of the journal at ``path`` (of one ``sink``, if given), newest first."""
+def _dead_letters(conn: sqlite3.Connection, sink: str | None = None, limit: int = -1) -> list[DeadLetter]:
+    """The dead letters (of ``sink``, if given; at most ``limit``, if not negative), newest first."""
+    rows = conn.execute(
+        "SELECT sink, number, task_id, at, error, data FROM dead_letters WHERE ?1 IS NULL OR sink = ?1 "
+        "ORDER BY at DESC, number DESC LIMIT ?2",
+        (sink, limit),
+    ).fetchall()
+    return [DeadLetter(s, n, t, a, e, _unpack(d)) for s, n, t, a, e, d in rows]
+
+
+def read_dead_letters(path: str | Path) -> list[DeadLetter]:
+    """The dead letters of the journal at ``path``, newest first (the master may be running)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"journal {path}: no such file")
     try:
         conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
         try:
-            query = "SELECT sink, number, task_id, at, error, data FROM dead_letters"
-            query += " WHERE sink = ?" if sink is not None else " WHERE ? IS NULL"
-            query += " ORDER BY at DESC, number DESC LIMIT ?"
-            rows = conn.execute(query, (sink, -1 if limit is None else limit)).fetchall()
+            return _dead_letters(conn)
         finally:
             conn.close()
     except sqlite3.Error as exc:
         raise ConfigError(f"journal {path}: cannot read its dead letters ({exc})") from None
-    return [DeadLetter(s, n, t, a, e, _unpack(d)) for s, n, t, a, e, d in rows]
 
 
 def new_run_id() -> str:
@@ -491,12 +497,7 @@ class Outbox:
     def dead_letters(self, limit: int) -> tuple[int, list[DeadLetter]]:
         """How many dead letters this sink has, and the latest ``limit`` of them."""
         count = self._conn.execute("SELECT count(*) FROM dead_letters WHERE sink = ?", (self.sink,)).fetchone()[0]
-        rows = self._conn.execute(
-            "SELECT sink, number, task_id, at, error, data FROM dead_letters WHERE sink = ? "
-            "ORDER BY at DESC, number DESC LIMIT ?",
-            (self.sink, limit),
-        ).fetchall()
-        return count, [DeadLetter(s, n, t, a, e, _unpack(d)) for s, n, t, a, e, d in rows]
+        return count, _dead_letters(self._conn, self.sink, limit)
 
     def close(self) -> None:
         """Close the connection."""
