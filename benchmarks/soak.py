@@ -1,6 +1,6 @@
 """Soak: jobs run to the end while processes are killed at random; nothing lost, doubled or wrong.
 
-    python benchmarks/soak.py --minutes 10 [--tasks 30000] [--controllers 3] [--seed N]
+    python benchmarks/soak.py --minutes 10 [--tasks 10000] [--controllers 3] [--seed N]
 
 Each job is a real ``cyclone master`` (CurveZMQ over TCP on loopback, a journal, the ``jsonl``
 sink) and ``--controllers`` real ``cyclone controller`` processes of two workers each.  The
@@ -150,7 +150,8 @@ class Job:
         """A controller that exited on its own while the master runs (it gave up on a master
         that was down) is started again, as systemd would."""
         for index, process in enumerate(self.controllers):
-            if process is not None and process.poll() is not None and self.master_running():
+            # Exit code 0: the master told it the run is over.
+            if process is not None and process.poll() not in (None, 0) and self.master_running():
                 if process.returncode == 2:  # a usage or configuration error: starting it again will not help
                     raise SystemExit(f"controller soak-{index + 1} refused to start: see {self.dir}/processes.log")
                 self.start_controller(index)
@@ -240,16 +241,17 @@ def run_job(job: Job, rng: random.Random, deadline: float, every: float, timeout
     for process in job.controllers:  # the master said Shutdown: they leave on their own
         if process is not None:
             try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
+                process.wait(10)
+            except subprocess.TimeoutExpired:  # started again just as the master ended
                 process.kill()
+                process.wait()
     return True
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=3.0, help="how long to keep killing and starting jobs")
-    parser.add_argument("--tasks", type=int, default=30_000, help="tasks per job")
+    parser.add_argument("--tasks", type=int, default=10_000, help="tasks per job")
     parser.add_argument("--controllers", type=int, default=3)
     parser.add_argument("--every", type=float, default=4.0, help="seconds between kills, on average")
     parser.add_argument("--job-timeout", type=float, default=300.0, help="seconds a job may take after the killing")
