@@ -67,6 +67,10 @@ def results(  # noqa: PLR0917  (typer passes options as parameters)
     if as_json and as_csv:
         raise UsageError("give --json or --csv, not both")
     if dead_letters:
+        if as_csv or run or status or task_type:
+            raise UsageError(
+                "--dead-letters lists every dead letter, as lines or --json: no --csv, --run, --status or --task-type"
+            )
         _list_dead_letters(path or _configured_journal(config_path), as_json=as_json)
         return
     file = path or _configured_path(config_path)
