@@ -4,6 +4,7 @@ ClusterShell group (helpers live in ``cluster_support``)."""
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,8 @@ from cyclone_core.testing import unavailable
 def vcluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VirtualCluster]:
     """``head`` and ``node1``..``node3`` on 10.77.0.0/24, ``sshd`` on the nodes; torn down at the end."""
     reason = missing_requirements()
+    if reason and os.geteuid() != 0:
+        pytest.skip(reason)
     if reason:
         unavailable(reason)
     directory = tmp_path_factory.mktemp("vcluster")

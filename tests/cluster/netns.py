@@ -108,13 +108,15 @@ def _delete_namespace(namespace: str) -> None:
     _run("ip", "netns", "delete", namespace, check=False)
 
 
-def remove_stale() -> list[str]:
-    """Delete the namespaces left by runs whose process is gone; returns their names."""
+def remove_stale(also: str = "") -> list[str]:
+    """Delete the namespaces left by runs whose process is gone, and those named ``also-...``;
+    returns their names."""
     removed = []
     for line in _run("ip", "netns", "list").stdout.splitlines():
         name = line.split(" ", 1)[0]
         owner = name[len(PREFIX) :].split("-", 1)[0]
-        if name.startswith(PREFIX) and owner.isdigit() and not _pid_alive(int(owner)):
+        dead = name.startswith(PREFIX) and owner.isdigit() and not _pid_alive(int(owner))
+        if dead or (also and name.startswith(f"{also}-")):
             _delete_namespace(name)
             removed.append(name)
     return removed
@@ -177,7 +179,7 @@ class VirtualCluster:
 
     def up(self) -> None:
         """Build the network, start every node's ``sshd`` and wait until ssh reaches each one."""
-        remove_stale()
+        remove_stale(also=self.tag)  # a killed run whose pid this process now has left these
         self.directory.mkdir(parents=True, exist_ok=True)
         _run("ip", "netns", "add", self.switch)
         _run("ip", "-n", self.switch, "link", "set", "lo", "up")
