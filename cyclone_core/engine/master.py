@@ -621,8 +621,12 @@ class Master:
     def _apply(self, effects: Effects) -> None:
         """Journal the turn (one commit), then send what depends on it, then tell plugins."""
         results = self._journal(effects)
+        last: object = None
+        frame = b""
         for identity, message in effects.sends:
-            self._send_frame(identity, protocol.encode(message))
+            if message is not last:  # a message to every controller (Ping) is encoded once
+                last, frame = message, protocol.encode(message)
+            self._send_frame(identity, frame)
         for identity, records in effects.dispatch:
             self._send_frame(identity, protocol.encode_dispatch(records))
         for identity in effects.status_requests:
