@@ -287,16 +287,17 @@ class Journal:
         """
         text = json.dumps(options, sort_keys=True, default=str)
         if self.fresh:
-            self._conn.executemany(
-                "INSERT INTO meta (key, value) VALUES (?, ?)",
-                [
-                    ("run_id", self.run_id),
-                    ("generator", generator),
-                    ("options", text),
-                    ("high_water", "0"),
-                    ("last_result", "0"),
-                ],
-            )
+            with _writing(self.path):
+                self._conn.executemany(
+                    "INSERT INTO meta (key, value) VALUES (?, ?)",
+                    [
+                        ("run_id", self.run_id),
+                        ("generator", generator),
+                        ("options", text),
+                        ("high_water", "0"),
+                        ("last_result", "0"),
+                    ],
+                )
             self.fresh = False
             return
         known = self._meta.get("generator")
@@ -430,7 +431,8 @@ class Journal:
     def register_sinks(self, names: Iterable[str]) -> None:
         """Give each sink a delivered mark; a sink new to this journal starts at the oldest
         result still in the outbox."""
-        self._conn.executemany("INSERT OR IGNORE INTO delivered (sink, last) VALUES (?, 0)", [(n,) for n in names])
+        with _writing(self.path):
+            self._conn.executemany("INSERT OR IGNORE INTO delivered (sink, last) VALUES (?, 0)", [(n,) for n in names])
 
     def close(self) -> None:
         """Close the connection (buffered, uncommitted changes are dropped)."""

@@ -25,6 +25,7 @@ from cyclone_core.engine import protocol as p
 from cyclone_core.engine.journal import Journal, JournalWriteError
 from cyclone_core.engine.scheduler import TaskRecord
 from cyclone_core.engine.status import render_status
+from cyclone_core.errors import CycloneError
 from cyclone_core.testing import free_port, wait_until
 
 
@@ -70,6 +71,10 @@ def test_a_journal_on_a_full_disk_raises_one_line_and_keeps_what_it_could_not_wr
     assert raised.value.__context__ is None or raised.value.__suppress_context__
     with pytest.raises(JournalWriteError):
         journal.compact(records, [])
+    # A master starting on a full disk stops with one line, too.
+    with pytest.raises(CycloneError) as starting:
+        Journal(small_fs / "another.sqlite").bind_run("benchmark", {}, deterministic=True)
+    assert "full" in str(starting.value)
     filler.unlink()
     journal.commit()
     journal.close()
