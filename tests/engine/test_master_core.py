@@ -432,7 +432,8 @@ def test_a_journal_that_cannot_be_written_holds_back_acks_and_dispatches_until_i
     assert [len(batch) for _, batch in first.dispatch] == [2]
     core.frame(b"c1.1", [results_frame(["r-1", "r-2"], credit=2)], 0.1)
     effects = core.take(0.1)
-    assert sent(effects, b"c1.1", p.Ack) and effects.dispatch
+    assert sent(effects, b"c1.1", p.Ack)
+    assert effects.dispatch
     # The commit of that turn failed: its Acks wait and its dispatch goes back to the queue.
     core.journal_failed(effects, 0.1)
     assert not sent(effects, b"c1.1", p.Ack)
@@ -443,7 +444,8 @@ def test_a_journal_that_cannot_be_written_holds_back_acks_and_dispatches_until_i
     core.frame(b"c1.1", [results_frame(["r-1", "r-2"])], 1.0)
     held = core.take(1.0)
     assert not sent(held, b"c1.1", p.Ack)
-    assert not held.dispatch and not held.settled
+    assert not held.dispatch
+    assert not held.settled
     assert core.scheduler.stats.succeeded == 2
     core.check()
     core.journal_written()
