@@ -162,14 +162,19 @@ def start_script(node: str, options: StartOptions) -> str:
         _prelude(node, options.run_dir)
         + f"mkdir -p {shlex.quote(options.run_dir)} || exit 1\n"
         + 'if running; then echo "already running"; echo "pid $(cat "$pidfile")"; exit 0; fi\n'
-        + "cd /\n"
+        + 'cd / && size=$(wc -c <"$log" 2>/dev/null || echo 0)\n'
         + f'setsid {shlex.join(argv)} "$pidfile" </dev/null >>"$log" 2>&1 &\n'
         + "child=$!; i=0\n"
+        # Started once it holds its pid file and has logged that it started (its keys and
+        # settings checked); a controller that exits first failed.
+        + 'started() { running && tail -c "+$((size + 1))" "$log" | grep -q " started: "; }\n'
         + f"while [ $i -lt {steps} ]; do\n"
-        + '  if running; then echo started; echo "pid $(cat "$pidfile")"; exit 0; fi\n'
+        + '  if started; then echo started; echo "pid $(cat "$pidfile")"; exit 0; fi\n'
         + '  if ! kill -0 "$child" 2>/dev/null; then echo "failed to start (see $log):"; tail -n 3 "$log"; exit 1; fi\n'
         + "  sleep 0.1; i=$((i + 1))\n"
         + "done\n"
+        # Its log may go elsewhere ([log] file): holding the pid file is then all there is to see.
+        + 'if running; then echo started; echo "pid $(cat "$pidfile")"; exit 0; fi\n'
         + f'echo "no pid file after {options.wait:g} s (see $log)"; exit 1\n'
     )
 

@@ -156,3 +156,15 @@ def test_a_controller_that_exits_at_once_is_a_failed_start_with_its_log(tmp_path
     result = subprocess.run(fleet.start_script("n1", options), shell=True, capture_output=True, text=True, check=False)
     assert result.returncode == 1
     assert result.stdout.startswith(f"failed to start (see {tmp_path}/run/controller-n1.log):")
+
+
+def test_a_controller_refused_at_start_is_a_failed_start_with_its_error(tmp_path: Path) -> None:
+    options = fleet.StartOptions(
+        master="tcp://10.77.0.1:5678", run_dir=str(tmp_path / "run"), cyclone=CYCLONE, keys=str(tmp_path / "nokeys")
+    )
+    result = subprocess.run(
+        fleet.start_script("n1", options), shell=True, capture_output=True, text=True, check=False, env=cyclone_env()
+    )
+    assert result.returncode == 1, result.stdout
+    assert result.stdout.startswith("failed to start"), result.stdout
+    assert "nokeys" in result.stdout
