@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import attrs
+import orjson
 
 from cyclone_core import Metric, Result
 
@@ -163,6 +164,19 @@ def _json(data: Any) -> str:
     return _text(text, len(text)) or ""
 
 
+def _metrics_json(metrics: list[Metric]) -> str:
+    """The metrics as a JSON array: through orjson (several times faster than :mod:`json` on
+    the sink's hot path), or :func:`_json` for what orjson will not take (a lone surrogate in a
+    label, an integer beyond 64 bits) or would write differently (a non-finite timestamp)."""
+    items = [_metric_json(m) for m in metrics]
+    try:
+        if all(m.timestamp is None or math.isfinite(m.timestamp) for m in metrics):
+            return orjson.dumps(items).decode()
+    except TypeError:  # orjson.JSONEncodeError
+        pass
+    return _json(items)
+
+
 def _metric_json(metric: Metric) -> dict[str, Any]:
     return {
         "name": metric.name,
@@ -223,7 +237,7 @@ def _results_row(result: Result) -> tuple[Any, ...]:
         _finite(result.duration),
         _text(result.error, _TEXT_CHARS),
         _text(result.controller, _NAME_CHARS),
-        _json([_metric_json(m) for m in result.metrics]),
+        _metrics_json(result.metrics),
         None if result.payload is None else _json(result.payload),
         _json(history) if history else None,
     )
