@@ -13,9 +13,7 @@ from typing import Any
 import pytest
 from cyclone_mysql_sink import MySQLSink
 
-from cyclone_core import structure
-from cyclone_core.engine.delivery import check_sinks
-from cyclone_core.errors import ConfigError
+from cyclone_core import CycloneError, structure
 from cyclone_core.testing import free_port
 
 
@@ -46,15 +44,15 @@ def test_a_refused_login_stops_cyclone_run_at_once(shared_server: dict[str, Any]
 
 
 def test_an_unknown_database_or_host_is_found_by_the_check(shared_server: dict[str, Any]) -> None:
-    with pytest.raises(ConfigError, match=r"^sink 'mysql': mysql .*/no_such_db: connect failed: \(1049\) Unknown data"):
-        check_sinks([_sink(shared_server, database="no_such_db")])
-    with pytest.raises(ConfigError, match=r"connect failed: \(2005\) Unknown server host 'no-such-host.invalid'"):
-        check_sinks([_sink(shared_server, host="no-such-host.invalid")])
+    with pytest.raises(CycloneError, match=r"^mysql .*/no_such_db: connect failed: \(1049\) Unknown data"):
+        _sink(shared_server, database="no_such_db").check()
+    with pytest.raises(CycloneError, match=r"connect failed: \(2005\) Unknown server host 'no-such-host.invalid'"):
+        _sink(shared_server, host="no-such-host.invalid").check()
 
 
 def test_a_missing_table_the_sink_may_not_create_is_found_by_the_check(shared_server: dict[str, Any]) -> None:
-    with pytest.raises(ConfigError, match=r"table cyclone_no_such_table does not exist"):
-        check_sinks([_sink(shared_server, table="cyclone_no_such_table", create_table=False)])
+    with pytest.raises(CycloneError, match=r"table cyclone_no_such_table does not exist"):
+        _sink(shared_server, table="cyclone_no_such_table", create_table=False).check()
 
 
 def test_a_server_that_does_not_answer_passes_with_a_warning(
@@ -62,7 +60,7 @@ def test_a_server_that_does_not_answer_passes_with_a_warning(
 ) -> None:
     port = free_port()  # nobody listens there: the server may come up later
     with caplog.at_level(logging.WARNING, logger="cyclone.sink.mysql"):
-        check_sinks([_sink(shared_server, port=port)])
+        _sink(shared_server, port=port).check()
     [message] = [record.getMessage() for record in caplog.records]
     server = f"{shared_server['user']}@{shared_server['host']}:{port}/{shared_server['database']}"
     assert message.startswith(f"mysql {server}: connect failed: (200")  # 2002 or 2003: cannot connect

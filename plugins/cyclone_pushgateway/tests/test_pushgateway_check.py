@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 from cyclone_pushgateway import PushgatewaySink
 
-from cyclone_core.engine.delivery import check_sinks
-from cyclone_core.errors import ConfigError
+from cyclone_core import CycloneError
 from cyclone_core.testing import free_port
 
 
@@ -38,15 +37,15 @@ def test_a_url_whose_host_does_not_resolve_stops_cyclone_run_at_once(tmp_path: P
 
 
 def test_a_url_that_is_not_a_gateway_is_found_by_the_check(gateway: Any) -> None:
-    with pytest.raises(ConfigError, match=r"/wrong/-/ready: HTTP 404 Not Found: not a Pushgateway$"):
-        check_sinks([PushgatewaySink(url=f"{gateway.url}/wrong")])
-    check_sinks([PushgatewaySink(url=gateway.url)])  # the real one passes
+    with pytest.raises(CycloneError, match=r"/wrong/-/ready: HTTP 404 Not Found: not a Pushgateway$"):
+        PushgatewaySink(url=f"{gateway.url}/wrong").check()
+    PushgatewaySink(url=gateway.url).check()  # the real one passes
 
 
 def test_a_gateway_that_does_not_answer_passes_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
     url = f"http://127.0.0.1:{free_port()}"
     with caplog.at_level(logging.WARNING, logger="cyclone.sink.pushgateway"):
-        check_sinks([PushgatewaySink(url=url)])
+        PushgatewaySink(url=url).check()
     [message] = [record.getMessage() for record in caplog.records]
     assert message.startswith(f"pushgateway {url} (job cyclone): ")
     assert message.endswith("Connection refused; metrics are pushed once it answers")
