@@ -250,7 +250,7 @@ def test_a_controller_may_start_before_its_master(cyclone, tmp_path, cluster_key
     port = free_port()
     path, out = config(tmp_path, cluster_keys, port=port, count=50)
     controller = cyclone("controller", "--config", str(path))
-    wait_until(lambda: "reconnecting" in controller.output(), 30, "the controller to retry")
+    wait_until(lambda: "cannot connect to master" in controller.output(), 30, "the controller to retry")
     master = cyclone("master", "--config", str(path))
     assert master.wait(60) == 0, master.output()
     assert controller.wait(30) == 0, controller.output()
