@@ -200,7 +200,7 @@ def main() -> None:
             f"(target p50 < 0.5 ms)"
         )
 
-        _, rss_small = cyclone_run(workdir, small)
+        small_run, rss_small = cyclone_run(workdir, small)
         sustained, rss_large = cyclone_run(workdir, large)
         print(
             f"master memory: {rss_small / 1024:.1f} MiB with {small:,} tasks, {rss_large / 1024:.1f} MiB with "
@@ -210,7 +210,6 @@ def main() -> None:
             f"sustained: {large:,} tasks in {sustained['duration_s']:.1f} s including start-up: "
             f"{sustained['tasks_per_second']:,.0f} tasks/s"
         )
-        small_run, _ = cyclone_run(workdir, small)
         marginal_cpu = (sustained["master_cpu_s"] - small_run["master_cpu_s"]) / (large - small)
         print(
             f"master CPU per task: {marginal_cpu * 1e6:.1f} us over {large:,} tasks (all its threads, sinks included, "
