@@ -237,7 +237,10 @@ class LocalCluster:
                 item = feed.results.get()
                 if item is _END:
                     if self.summary is not None and self.summary["interrupted"] and not self._stopped:
-                        raise CycloneError("the run stopped before every task ran: its local controllers exited")
+                        raise CycloneError(
+                            "the run stopped before every task ran: its local controllers exited (a script "
+                            "must start its work under if __name__ == '__main__':, as with multiprocessing)"
+                        )
                     return
                 if isinstance(item, BaseException):
                     raise item

@@ -85,3 +85,18 @@ def test_run_takes_specs_and_reaps_its_processes_in_the_test_process(tmp_path: P
     assert cluster.summary is not None
     assert cluster.summary["succeeded"] == 3
     assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 3
+
+
+def test_a_script_without_the_main_guard_is_told_what_it_lacks(tmp_path: Path) -> None:
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "from cyclone_core import CommandTask, LocalCluster\n"
+        "with LocalCluster(workers=1) as cluster:\n"
+        "    print(len(list(cluster.map(CommandTask, [{'argv': ['true']}]))))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.endswith("must start its work under if __name__ == '__main__':, as with multiprocessing)"), last
