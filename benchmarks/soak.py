@@ -1,6 +1,6 @@
 """Soak: jobs run to the end while processes are killed at random; nothing lost, doubled or wrong.
 
-    python benchmarks/soak.py --minutes 10 [--tasks 10000] [--controllers 3] [--seed N]
+    python benchmarks/soak.py --minutes 10 [--tasks 30000] [--controllers 3] [--seed N]
 
 Each job is a real ``cyclone master`` (CurveZMQ over TCP on loopback, a journal, the ``jsonl``
 sink) and ``--controllers`` real ``cyclone controller`` processes of two workers each.  The
@@ -91,6 +91,8 @@ class Job:
         self.master: subprocess.Popen[bytes] | None = None
         self.controllers: list[subprocess.Popen[bytes] | None] = [None] * len(keys[1])
         self.kills: Counter[str] = Counter()
+        self.restart_at: dict[int, float] = {}  # controllers that exited on their own: when to start them again
+        self.refusals: dict[int, int] = {}  # refused starts in a row, per controller
 
     def _start(self, what: str, config: Path) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
@@ -103,6 +105,7 @@ class Job:
             self.start_controller(index)
 
     def start_controller(self, index: int) -> None:
+        self.restart_at.pop(index, None)
         self.controllers[index] = self._start("controller", self.controller_configs[index])
 
     def restart_master(self) -> None:
@@ -147,13 +150,23 @@ class Job:
         return action
 
     def watch_controllers(self) -> None:
-        """A controller that exited on its own while the master runs (it gave up on a master
-        that was down) is started again, as systemd would."""
+        """A controller that exited on its own while the master runs is started again a second
+        later, as systemd would: one that gave up on a master that was down, or one started
+        again after a kill while the master still held its id (refused, exit code 2, until the
+        master declares the killed one lost).  Refused for a minute in a row: a configuration
+        error, and the soak stops."""
+        now = time.monotonic()
         for index, process in enumerate(self.controllers):
             # Exit code 0: the master told it the run is over.
-            if process is not None and process.poll() not in (None, 0) and self.master_running():
-                if process.returncode == 2:  # a usage or configuration error: starting it again will not help
-                    raise SystemExit(f"controller soak-{index + 1} refused to start: see {self.dir}/processes.log")
+            if process is None or process.poll() in (None, 0) or not self.master_running():
+                continue
+            if index not in self.restart_at:
+                self.restart_at[index] = now + 1.0
+                self.refusals[index] = self.refusals.get(index, 0) + 1 if process.returncode == 2 else 0
+                if self.refusals[index] > 60:
+                    raise SystemExit(f"controller soak-{index + 1} refused for a minute: see {self.dir}/processes.log")
+            elif now >= self.restart_at[index]:
+                del self.restart_at[index]
                 self.start_controller(index)
 
     def master_running(self) -> bool:
@@ -251,7 +264,7 @@ def run_job(job: Job, rng: random.Random, deadline: float, every: float, timeout
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=3.0, help="how long to keep killing and starting jobs")
-    parser.add_argument("--tasks", type=int, default=10_000, help="tasks per job")
+    parser.add_argument("--tasks", type=int, default=30_000, help="tasks per job")
     parser.add_argument("--controllers", type=int, default=3)
     parser.add_argument("--every", type=float, default=4.0, help="seconds between kills, on average")
     parser.add_argument("--job-timeout", type=float, default=300.0, help="seconds a job may take after the killing")
