@@ -27,7 +27,10 @@ What it keeps:
   back; running ones may finish for ``drain_timeout`` seconds, then are killed and handed back
   (cut short by the stop, not by a fault of their own); then up to ``master_timeout`` for the
   Acks of the last results; Goodbye; exit code 0, or 1 when results stayed unacknowledged.  A
-  second signal skips the waiting.  Refuse means exit code 2 at once.
+  second signal skips the waiting.  Refuse means exit code 2 at once, but for an id still held
+  by a process the master has not timed out yet (Refuse with ``retry_after``: a controller
+  restarted at once after a kill): it connects again after that delay, up to
+  :data:`IN_USE_TRIES` times in a row.
 - **Run after run.**  With ``stay``, a Shutdown drains the same way, but after the Goodbye the
   controller disconnects and waits for a master again (a new connection after a delay doubling
   from ``reconnect_interval`` up to ``reconnect_max`` while the old master still says the run is
@@ -126,6 +129,9 @@ WELCOME_LIMITS: dict[str, tuple[float, float]] = {
 RUN_OVER_TIMEOUTS = 2
 #: Seconds between two log lines about bad messages from the master.
 COMPLAIN_EVERY = 10.0
+#: Refusals in a row for an id still in use (Refuse with ``retry_after``) before giving up:
+#: another live process really holds the id.
+IN_USE_TRIES = 5
 
 
 # -- effects --------------------------------------------------------------------------------------
@@ -301,6 +307,8 @@ class ControllerSession:
         self._unreachable_since: float | None = None
         self._unreachable_reports = 0
         self._unreachable_report_at = -math.inf
+        # Refusals in a row for an id still in use by an older process.
+        self._in_use_refusals = 0
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -527,6 +535,7 @@ class ControllerSession:
             log.info("a new run: master %s (run %s)", message.master_id, message.run_id)
             self._run_over, self._idle_rounds, again = False, 0, False
         self._welcomed = True
+        self._in_use_refusals = 0
         self._master_id = message.master_id
         self.heartbeat_interval = self._heartbeat_for(message)
         log.log(
@@ -573,6 +582,14 @@ class ControllerSession:
         self._send_hello(now)
 
     def _on_refuse(self, message: Refuse, now: float) -> None:
+        if message.retry_after > 0 and self._enroll is None and self._in_use_refusals < IN_USE_TRIES:
+            self._in_use_refusals += 1
+            log.warning("master refused this controller for now: %s; trying again in %.1f s", message.reason,
+                        message.retry_after)  # fmt: skip
+            self._connected = self._welcomed = False
+            self._reconnect_at = now + message.retry_after
+            self._out.append(_DISCONNECT)
+            return
         if self._enroll is not None:
             log.error("master refused to enroll this controller with its join token: %s", message.reason)
         else:

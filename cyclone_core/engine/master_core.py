@@ -77,6 +77,9 @@ HELLO_BURST = 5
 #: Prefix of the authenticated user id of a connection whose key is not admitted yet: it may
 #: only send Enroll.  Not a character of Z85, so that no admitted key can start with it.
 ENROLLING = "~"
+#: Seconds added to the wait a controller whose id is still in use is told (Refuse's
+#: ``retry_after``), so that its next Hello finds the old holder timed out.
+IN_USE_MARGIN = 0.5
 
 
 class GrantLike(Protocol):
@@ -438,7 +441,10 @@ class MasterCore:
                 now=now,
             )
         if reason is not None:
-            self._refuse(identity, cid, hello.host, reason)
+            # A new process of a controller whose old one is not timed out yet (restarted by
+            # systemd or Slurm after a kill) is told when the id will be free.
+            wait = scheduler.in_use_for(cid, hello.host, hello.pid, now)
+            self._refuse(identity, cid, hello.host, reason, retry_after=wait + IN_USE_MARGIN if wait else 0.0)
             return
         previous = self._keys.get(cid, key)
         if previous != key:  # a new process of the same id under another key
@@ -628,9 +634,9 @@ class MasterCore:
         log.info("%s: telling %s to finish", reason, plural(len(self.scheduler.controllers), "controller"))
         self._broadcast(Shutdown(reason))
 
-    def _refuse(self, identity: bytes, cid: str, host: str, reason: str) -> None:
+    def _refuse(self, identity: bytes, cid: str, host: str, reason: str, *, retry_after: float = 0.0) -> None:
         log.warning("refused controller %s on %s: %s", cid, host, reason)
-        self._send(identity, Refuse(reason))
+        self._send(identity, Refuse(reason, retry_after=retry_after))
 
     def _refused(self, identity: bytes, reason: str, detail: str, now: float, *, named: bool = True) -> bool:
         """Drop a frame or request for ``reason``: counted, and logged now and then (``named``:

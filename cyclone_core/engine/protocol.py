@@ -68,7 +68,9 @@ Rules both sides keep:
   already, ``finished`` that no result comes after ``last`` any more.
 - A Hello with a foreign protocol version, a controller id in use by another live process,
   or no task type the master knows is answered with Refuse; so is garbage, at most once in a
-  while per peer.
+  while per peer.  For an id in use, Refuse's ``retry_after`` says when its holder will have
+  been silent for the controller timeout: the new process tries again then (a controller
+  restarted at once after a kill), and gives up after a few such refusals in a row.
 
 Encoding: the hot messages carry their items as positional rows rather than maps, to keep the
 per-task cost small: a Dispatch task is ``[id, type, args, attempt, timeout, key]`` and a
@@ -699,10 +701,13 @@ class Welcome:
 @message("refuse", sender=_M)
 @attrs.frozen
 class Refuse:
-    """M→C or M→anyone: registration or message refused; the peer should stop and say why."""
+    """M→C or M→anyone: registration or message refused; the peer should stop and say why.
+    ``retry_after`` > 0: the refusal may pass by then (a controller id still held by a process
+    that is not timed out yet), and a controller says Hello again after that many seconds."""
 
     tag: ClassVar[str]
     reason: str = text(max_len=_MAX_SHORT, what="a reason")
+    retry_after: float = number(low=0.0, high=MAX_INTERVAL, default=0.0)
 
 
 @message("dispatch", sender=_M, hot=True)

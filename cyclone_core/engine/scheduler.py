@@ -337,6 +337,15 @@ class Scheduler:
             self.tasks[record.id] = record
             self._enqueue(record, front=False)
 
+    def in_use_for(self, controller_id: str, host: str, pid: int, now: float) -> float:
+        """Seconds until another process may take ``controller_id`` over from its holder (a
+        process other than ``pid`` on ``host``), once that one has been silent for the
+        controller timeout; 0 when the id is free or held by that very process."""
+        old = self.controllers.get(controller_id)
+        if old is None or (old.host, old.pid) == (host, pid):
+            return 0.0
+        return max(self.settings.controller_timeout - (now - old.last_seen), 0.0)
+
     def register(
         self,
         controller_id: str,
@@ -362,7 +371,7 @@ class Scheduler:
             return "this controller runs none of the task types the master knows"
         old = self.controllers.get(controller_id)
         if old is not None and (old.host, old.pid) != (host, pid):
-            if now - old.last_seen < self.settings.controller_timeout:
+            if self.in_use_for(controller_id, host, pid, now) > 0:
                 return f"controller id '{controller_id}' is in use by pid {old.pid} on {old.host}"
             self._remove(old, "replaced by a new process with the same id")
             old = None

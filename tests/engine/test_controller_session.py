@@ -16,6 +16,7 @@ from cyclone_core.config import ControllerSettings
 from cyclone_core.engine.controller_session import (
     COMPLAIN_EVERY,
     HOLD_BUDGET,
+    IN_USE_TRIES,
     INITIAL_PREFETCH,
     MAX_PREFETCH,
     RUN_OVER_TIMEOUTS,
@@ -624,6 +625,34 @@ def test_with_a_token_it_enrolls_records_it_then_registers_on_a_new_socket() -> 
     h.welcome()
     h.receive(Enrolled("again", "*"))  # not asked for: nothing happens
     assert len(h.recorded) == 1
+
+
+def test_an_id_still_in_use_is_tried_again_when_the_master_says(caplog: pytest.LogCaptureFixture) -> None:
+    # Restarted at once after a kill: the master still holds the old process's registration.
+    h = Harness()
+    with caplog.at_level(logging.WARNING, "cyclone.controller"):
+        h.receive(Refuse("controller id 'node1-42' is in use by pid 41 on node1", retry_after=7.5))
+    assert h.exit_code is None
+    assert not h.connected
+    assert caplog.records[-1].getMessage().endswith("in use by pid 41 on node1; trying again in 7.5 s")
+    h.sent.clear()
+    h.advance(7.4)
+    assert not h.connected
+    h.advance(0.2)
+    assert h.connected
+    assert [type(m) for m in h.sent] == [Hello]
+    h.welcome()  # the old registration timed out: taken over
+    assert h.exit_code is None
+
+
+def test_an_id_in_use_for_good_is_exit_2_after_a_few_tries() -> None:
+    h = Harness()
+    for _ in range(IN_USE_TRIES):
+        h.receive(Refuse("in use", retry_after=1.0))
+        assert h.exit_code is None
+        h.advance(1.0)
+    h.receive(Refuse("in use", retry_after=1.0))
+    assert h.exit_code == 2
 
 
 def test_a_refused_enrollment_is_one_line_and_exit_2(caplog: pytest.LogCaptureFixture) -> None:

@@ -246,6 +246,23 @@ def test_a_killed_master_resumes_from_its_journal(cyclone, tmp_path, cluster_key
         assert controller.wait(30) == 0, controller.output()
 
 
+def test_a_controller_restarted_at_once_after_a_kill_takes_its_id_over(cyclone, tmp_path, cluster_keys) -> None:
+    # As systemd or Slurm restart it: the master still holds the killed process's registration.
+    port = free_port()
+    path, out = config(tmp_path, cluster_keys, port=port, count=300, task="sleep", args={"seconds": 0.01})
+    master = cyclone("master", "--config", str(path))
+    first = cyclone("controller", "--config", str(path), "--id", "node-1")
+    wait_until(lambda: len(read_probe(out)) >= 50, 60, "the first results")
+    first.signal(signal.SIGKILL)
+    first.wait()
+    second = cyclone("controller", "--config", str(path), "--id", "node-1")
+    assert second.wait(90) == 0, second.output()
+    assert "is in use by pid" in second.output()
+    assert "trying again in" in second.output()
+    assert master.wait(60) == 0, master.output()
+    assert keys(read_probe(out)) == Counter(str(i) for i in range(300))
+
+
 def test_a_controller_may_start_before_its_master(cyclone, tmp_path, cluster_keys) -> None:
     port = free_port()
     path, out = config(tmp_path, cluster_keys, port=port, count=50)

@@ -12,7 +12,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from cyclone_core.engine import master_core
 from cyclone_core.engine import protocol as p
-from cyclone_core.engine.master_core import Effects, MasterCore, Phase
+from cyclone_core.engine.master_core import IN_USE_MARGIN, Effects, MasterCore, Phase
 from cyclone_core.engine.scheduler import TaskRecord
 from cyclone_core.model import Result, Status
 from cyclone_core.settings import MasterSettings
@@ -94,6 +94,8 @@ def test_another_live_process_with_the_same_id_is_refused() -> None:
     core.frame(b"two", [hello("c1", pid=2)], 1.0)
     (refused,) = sent(core.take(1.0), b"two", p.Refuse)
     assert refused.reason == "controller id 'c1' is in use by pid 1 on h"
+    timeout = core.scheduler.settings.controller_timeout
+    assert refused.retry_after == timeout - 1.0 + IN_USE_MARGIN  # when the first will have timed out
     assert core.controller_of(b"two") is None
     core.check()
 

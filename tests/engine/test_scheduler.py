@@ -313,6 +313,8 @@ def test_an_id_in_use_by_another_live_process_is_refused_then_replaced_once_sile
     s.take(0.0)
     reason = s.register("c1", host="b", pid=2, workers=1, credit=1, task_types=["noop"], now=5.0)
     assert reason == "controller id 'c1' is in use by pid 1 on a"
+    assert s.in_use_for("c1", "b", 2, 5.0) == 5.0
+    assert s.in_use_for("c1", "a", 1, 5.0) == 0.0  # its own holder
     assert s.register("c1", host="b", pid=2, workers=1, credit=1, task_types=["noop"], now=11.0) is None
     assert s.controllers["c1"].pid == 2
     assert s.tasks["r-1"].lost == 1
