@@ -116,9 +116,9 @@ def simulate(
     tasks each controller was dispatched so far), ``hold`` (the same, and answer no more),
     ``stop``.  To the parent: ``registered`` (seconds from the first Hello to the last
     Welcome), and the counts."""
-    raise_nofile(4 * count + 256)
+    raise_nofile(1 << 20)  # as many as allowed: each socket takes several descriptors
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    context.setsockopt(zmq.MAX_SOCKETS, 2 * count + 256)
+    context.set(zmq.MAX_SOCKETS, 2 * count + 256)
     hello = protocol.Hello(
         controller_id="x", host=socket.gethostname(), pid=os.getpid(), workers=8, credit=0, task_types=["noop"]
     )
@@ -144,6 +144,7 @@ def simulate(
     interval = 2.0
     answering = False
     reported = False
+    hello_at = time.monotonic() + 10.0
     while True:
         now = time.monotonic()
         for item, _ in poller.poll(100):
@@ -190,6 +191,11 @@ def simulate(
                     item.send(protocol.encode(protocol.Goodbye(reason="shutdown")))
                 elif isinstance(message, protocol.Rehello):
                     item.send(protocol.encode(_evolve(hello, controller_id=sim.id)))
+        if now >= hello_at:  # as a controller does: a Hello not answered is sent again
+            hello_at = now + 10.0
+            for sim in sims.values():
+                if not sim.welcomed:
+                    sim.sock.send(protocol.encode(_evolve(hello, controller_id=sim.id)))
         if welcomed == len(sims) and not reported:
             reported = True
             pipe.send(("registered", max(s.welcomed for s in sims.values()) - started))
@@ -267,7 +273,7 @@ def measure(
     config = workdir / f"master-{count}-{credit}.toml"
     config.write_text(
         f'[master]\nbind = "{endpoint}"\nkeys = "{master_dir}"\njournal = "{workdir}/journal-{count}-{credit}.sqlite"\n'
-        f"heartbeat_interval = {options.heartbeat_interval}\n"
+        f"heartbeat_interval = {options.heartbeat_interval}\ncontroller_timeout = {options.controller_timeout}\n"
         f'[generator]\nname = "benchmark"\noptions = {{ count = 1000000000 }}\n'
         f'[sinks.sqlite]\npath = "{workdir}/results-{count}-{credit}.sqlite"\n'
     )
@@ -370,6 +376,7 @@ def main() -> None:
     parser.add_argument("--heartbeat", type=float, default=20.0, help="seconds of heartbeats only")
     parser.add_argument("--dispatch", type=float, default=15.0, help="seconds of dispatching")
     parser.add_argument("--heartbeat-interval", type=float, default=2.0, help="the master's heartbeat_interval")
+    parser.add_argument("--controller-timeout", type=float, default=20.0, help="the master's controller_timeout")
     parser.add_argument("--credit", type=int, default=32, help="credit each controller grants (as 16 workers would)")
     parser.add_argument("--nofile", type=int, default=65536, help="RLIMIT_NOFILE for the master and this script")
     parser.add_argument("--json", action="store_true", help="also print each measurement as JSON")
