@@ -276,7 +276,8 @@ def test_a_controller_may_start_before_its_master(cyclone, tmp_path, cluster_key
 
 def test_two_controllers_on_one_host(cyclone, tmp_path, cluster_keys) -> None:
     port = free_port()
-    path, _ = config(tmp_path, cluster_keys, port=port, count=100_000)
+    # Sleeps: the run must still be going when the test stops it, however slow the test is.
+    path, _ = config(tmp_path, cluster_keys, port=port, count=100_000, task="sleep", args={"seconds": 0.005})
     master = cyclone("master", "--config", str(path))
     for _ in range(2):
         cyclone("controller", "--config", str(path))
