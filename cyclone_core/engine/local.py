@@ -155,7 +155,7 @@ def run_local(
         configuration's.
     """
     # Mode 0700, so the socket in it is this user's alone.
-    private = tempdirs.make("run")
+    private = tempdirs.make("run", socket_name=len("master"))
     plugins = get_plugins()
     errors = ErrorSummary()
     # Told of each batch of terminal results by the master; it looks only at those not ok.

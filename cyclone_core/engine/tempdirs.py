@@ -30,6 +30,11 @@ log = logging.getLogger("cyclone.tempdirs")
 #: The kinds of directories, each a word in the name.
 KINDS = ("run", "journal", "mp")
 
+#: The longest path of a Unix socket (``sun_path`` less its terminating NUL).
+SOCKET_PATH_MAX = 107
+#: Where a directory for a socket goes when the temporary directory's path is too long.
+_SHORT_ROOT = "/tmp"  # noqa: S108  (a fallback of last resort, made with mkdtemp: private, 0700)
+
 _NAME = re.compile(r"cyclone-(?P<kind>[a-z]+)-(?P<pid>[0-9]+)-[a-z0-9_]{8}")
 _OWNER = ".owner"
 
@@ -38,12 +43,19 @@ def _host() -> str:
     return socket.gethostname()
 
 
-def make(kind: str) -> str:
+def make(kind: str, *, socket_name: int = 0) -> str:
     """A fresh directory of ``kind`` (one of :data:`KINDS`) owned by this process, after
-    sweeping the ones killed processes left; returns its path."""
+    sweeping the ones killed processes left; returns its path.  ``socket_name``: the length of
+    the name of a socket to be made in it; where the temporary directory's path is too long for
+    that socket, the directory is made in ``/tmp`` instead (as Python 3.12's multiprocessing
+    does)."""
     assert kind in KINDS, kind
-    sweep()
-    path = tempfile.mkdtemp(prefix=f"cyclone-{kind}-{os.getpid()}-")
+    root = tempfile.gettempdir()
+    prefix = f"cyclone-{kind}-{os.getpid()}-"
+    if socket_name and len(root) + len(prefix) + 8 + 2 + socket_name > SOCKET_PATH_MAX and os.path.isdir(_SHORT_ROOT):
+        root = _SHORT_ROOT
+    sweep(root)
+    path = tempfile.mkdtemp(prefix=prefix, dir=root)
     Path(path, _OWNER).write_text(_host() + "\n", encoding="utf-8")
     return path
 

@@ -640,7 +640,7 @@ def _own_temp_dir() -> None:
     config = getattr(multiprocessing.current_process(), "_config", None)
     if not isinstance(config, dict) or config.get("tempdir") is not None:
         return
-    path = tempdirs.make("mp")
+    path = tempdirs.make("mp", socket_name=len("listener-") + 8)  # the fork server's socket
     multiprocessing.util.Finalize(None, shutil.rmtree, args=(path, True), exitpriority=-100)
     config["tempdir"] = path
 

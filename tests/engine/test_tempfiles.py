@@ -138,3 +138,16 @@ def test_the_next_start_sweeps_up_what_a_killed_run_left_and_nothing_else(
     assert run.wait(120) == 0, run.output()
     assert sorted(temp.iterdir()) == sorted(keep)
     assert "left by process" not in run.output()  # logged at INFO only
+
+
+def test_a_temporary_directory_too_long_for_a_socket_puts_the_socket_directories_in_tmp(
+    runs: list[Proc], tmp_path: Path, temp: Path
+) -> None:
+    deep = temp / ("d" * (tempdirs.SOCKET_PATH_MAX - len(str(temp)) - 20))  # room for a journal, not a socket
+    deep.mkdir()
+    before = set(Path("/tmp").glob("cyclone-*"))
+    run = start(runs, tmp_path, deep, "-g", "count=20")
+    assert run.wait(120) == 0, run.output()
+    assert "AF_UNIX" not in run.output()
+    assert list(deep.iterdir()) == []
+    assert set(Path("/tmp").glob("cyclone-*")) <= before  # removed from there too
