@@ -233,7 +233,8 @@ class MasterCore:
         self._identities: dict[str, bytes] = {}  # controller id -> routing identity
         self._keys: dict[str, str | None] = {}  # controller id -> the key that registered it
         self._per_key: Counter[str | None] = Counter()  # controllers registered per key
-        self._hello_budget: dict[str | None, tuple[float, float]] = {}  # key -> (tokens, at)
+        # (key, controller id) -> (tokens, at): see _hello_allowed.
+        self._hello_budget: dict[tuple[str | None, str], tuple[float, float]] = {}
         self._complaint_times: list[float] = []
         self._acks: dict[bytes, list[str]] = {}
         self._complaints: dict[bytes, float] = {}
@@ -362,6 +363,11 @@ class MasterCore:
         if now >= self._next_ping:
             self._next_ping = now + self.settings.heartbeat_interval
             self._broadcast(Ping())
+            if len(self._hello_budget) > _MAX_REMEMBERED:  # forget the buckets full again anyway
+                refilled = HELLO_BURST * 60.0 / self.settings.hellos_per_minute
+                budget = self._hello_budget
+                for stale in [k for k, (_, at) in budget.items() if now - at >= refilled]:
+                    del budget[stale]
         if not self.journal_full:  # the run ends once its results are journaled (or by a second stop)
             self._next_phase(now)
         if len(self._complaints) > _MAX_REMEMBERED:
@@ -424,7 +430,7 @@ class MasterCore:
             # there would be lost.  Nothing is answered; the controller lives on its newer one.
             self._refused(identity, "replaced connection", f"Hello from controller {cid} on a replaced connection", now)
             return
-        if not self._hello_allowed(key, now):
+        if not self._hello_allowed(key, cid, now):
             self._refused(identity, "hello rate", f"Hello from controller {cid} held back: too many from its key", now)
             return
         reason = self._admission(cid, key, now)
@@ -575,17 +581,21 @@ class MasterCore:
             return f"key '{grant.name}' has its maximum of {plural(limit, 'controller')}"
         return None
 
-    def _hello_allowed(self, key: str | None, now: float) -> bool:
-        """A token bucket per key: :data:`HELLO_BURST` at once, ``hellos_per_minute`` after."""
+    def _hello_allowed(self, key: str | None, cid: str, now: float) -> bool:
+        """A token bucket per key and controller id: :data:`HELLO_BURST` at once,
+        ``hellos_per_minute`` after.  Per id, not per key alone, so that the many controllers
+        of one group key (a Slurm job's) register at once, while one that cycles is held back
+        (how many ids a key may hold is capped by ``max_controllers_per_(group_)key``)."""
         if key is None and self.grants is None:
             return True  # plaintext: every peer is anonymous, so no key to hold back
         rate = self.settings.hellos_per_minute / 60.0
-        tokens, at = self._hello_budget.get(key, (float(HELLO_BURST), now))
+        budget = self._hello_budget
+        tokens, at = budget.get((key, cid), (float(HELLO_BURST), now))
         tokens = min(float(HELLO_BURST), tokens + (now - at) * rate)
         if tokens < 1.0:
-            self._hello_budget[key] = (tokens, now)
+            budget[(key, cid)] = (tokens, now)
             return False
-        self._hello_budget[key] = (tokens - 1.0, now)
+        budget[(key, cid)] = (tokens - 1.0, now)
         return True
 
     def authenticate(self, key: str, *, enrolling: bool, now: float) -> str | None:

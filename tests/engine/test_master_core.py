@@ -465,3 +465,24 @@ def test_a_journal_that_cannot_be_written_holds_back_acks_and_dispatches_until_i
     core.tick(3.1)
     assert core.phase is Phase.DRAINING
     core.check()
+
+
+def test_the_many_controllers_of_one_group_key_register_at_once_and_a_cycling_one_is_held_back() -> None:
+    class _GroupGrant(_Grant):
+        group = True
+
+    core = MasterCore(
+        MasterSettings(hellos_per_minute=6.0),
+        master_id="m1",
+        run_id="r",
+        known_types={"noop"},
+        grants=lambda key: _GroupGrant() if key == "job" else None,
+    )
+    for n in range(64):  # a Slurm job's controllers, sharing the job's key
+        core.frame(f"node{n}".encode(), [hello(f"node{n}", pid=n + 1)], 0.0, "job")
+    effects = core.take(0.0)
+    assert sum(1 for n in range(64) if sent(effects, f"node{n}".encode(), p.Welcome)) == 64
+    for turn in range(master_core.HELLO_BURST + 3):  # one id saying Hello again and again
+        core.frame(f"cycle{turn}".encode(), [hello("node0", pid=100 + turn)], 100.0 + turn, "job")
+    assert core.refusals["hello rate"] == 3
+    core.check()
