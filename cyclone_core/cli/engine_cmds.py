@@ -35,7 +35,15 @@ from cyclone_core.engine.error_summary import ErrorGroup, format_error_line
 from cyclone_core.engine.local import run_local
 from cyclone_core.engine.master import Master
 from cyclone_core.engine.pidfile import PidFile
-from cyclone_core.engine.status import BY_HOST_ABOVE, expected_hosts, fetch_status, format_duration, render_status
+from cyclone_core.engine.status import (
+    BY_HOST_ABOVE,
+    expect_split,
+    expected_hosts,
+    fetch_status,
+    fold,
+    format_duration,
+    render_status,
+)
 from cyclone_core.errors import CycloneError, UsageError
 from cyclone_core.plural import plural
 from cyclone_core.slurm import controller_settings as with_slurm_defaults
@@ -517,6 +525,9 @@ def status(  # noqa: PLR0917
     if not watch:
         snapshot = fetch()
         if as_json:
+            if expected is not None:
+                missing, unexpected = expect_split((c["host"] for c in snapshot["controllers"]), expected)
+                snapshot["expect"] = {"missing": fold(missing), "not_expected": fold(unexpected)}
             typer.echo(json.dumps(snapshot, indent=2))
         else:
             render(snapshot, Console())

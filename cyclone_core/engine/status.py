@@ -22,6 +22,7 @@ from cyclone_core.plural import plural
 __all__ = (
     "BY_HOST_ABOVE",
     "expect_lines",
+    "expect_split",
     "expected_hosts",
     "fetch_status",
     "fold",
@@ -244,14 +245,21 @@ def host_lines(snapshot: dict[str, Any], width: int, expect: NodeSet | None = No
     return lines
 
 
-def expect_lines(hosts: Iterable[str], expect: NodeSet, width: int) -> list[str]:
-    """``missing:`` the hosts of ``expect`` that are not among ``hosts`` (those with a
-    controller; ``node01.cluster`` counts for ``node01``), and ``not expected:`` the others."""
+def expect_split(hosts: Iterable[str], expect: NodeSet) -> tuple[list[str], list[str]]:
+    """The hosts of ``expect`` that are not among ``hosts`` (those with a controller;
+    ``node01.cluster`` counts for ``node01``), and the hosts that ``expect`` does not name."""
     hosts = set(hosts)
     present = hosts | {host.split(".", 1)[0] for host in hosts}
     missing = [host for host in expect if host not in present]
     known = set(expect)
     unexpected = [host for host in hosts if host not in known and host.split(".", 1)[0] not in known]
+    return missing, unexpected
+
+
+def expect_lines(hosts: Iterable[str], expect: NodeSet, width: int) -> list[str]:
+    """``missing:`` the hosts of ``expect`` without a controller, and ``not expected:`` the
+    hosts with one that ``expect`` does not name (:func:`expect_split`)."""
+    missing, unexpected = expect_split(hosts, expect)
     lines = wrap(["missing:", fold(missing) if missing else "none"], width, indent=4)
     if unexpected:
         lines += wrap(["not expected:", fold(unexpected)], width, indent=4)

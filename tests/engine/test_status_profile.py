@@ -6,6 +6,7 @@ and breaks its lines only between phrases on narrow terminals."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -137,6 +138,8 @@ def test_status_by_host_folds_hosts_and_names_the_lost_and_the_missing(cluster: 
     assert re.fullmatch(r"node05  2 controllers, 2 workers, \d+ in flight", lines[start + 2]), out
     assert lines[start + 3 : start + 5] == ["lost: node07  1 controller", "missing: node[04,06-08]"], out
     _check_phrases(out, 80)
+    as_json = json.loads(cluster.status("--expect", "node[01-03,05-06]", "--json"))
+    assert as_json["expect"] == {"missing": "node06", "not_expected": ""}
 
 
 @pytest.mark.parametrize(
