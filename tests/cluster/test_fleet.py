@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 from collections import Counter
 from collections.abc import Iterator
@@ -168,3 +169,36 @@ def test_a_controller_refused_at_start_is_a_failed_start_with_its_error(tmp_path
     assert result.returncode == 1, result.stdout
     assert result.stdout.startswith("failed to start"), result.stdout
     assert "nokeys" in result.stdout
+
+
+def test_the_docs_clush_recipe_starts_controllers_that_run_a_job_and_drain(
+    cluster: ClusterSetup, tmp_path: Path
+) -> None:
+    """docs/operations.md's "with clush itself" lines, paths made per node (the namespaces share
+    one file system, where real nodes each have their own /run/cyclone)."""
+    clush = shutil.which("clush")
+    assert clush is not None, "ClusterShell installs clush"
+    run = tmp_path / "run"
+    run.mkdir()
+    node = '$(hostname -I | tr -d " ")'  # one address per node namespace
+    pid_file = f"{run}/controller-{node}.pid"
+    argv = [clush, "-w", "node[1-3]", "-b", "-o", f"-F {cluster.cluster.ssh_config}"]
+    start = (f"setsid {CYCLONE} controller --master {cluster.master_endpoint} --config {cluster.controller_config()} "
+             f"--stay --pid-file {pid_file} "
+             f"</dev/null >>{run}/controller-{node}.log 2>&1 &")  # fmt: skip
+    started = cluster.cluster.run("head", *argv, start, check=False, timeout=60)
+    assert started.returncode == 0, started.stdout + started.stderr
+    wait_until(lambda: len(list(run.glob("*.pid"))) == 3, 60, "three controllers' pid files")
+
+    master_config, out = cluster.master_config(tmp_path, count=90, seconds=0.01)
+    master = cluster.cluster.spawn("head", [CYCLONE, "master", "--config", str(master_config)],
+                                   tmp_path / "master.log", env=cyclone_env())  # fmt: skip
+    assert master.wait(90) == 0, (tmp_path / "master.log").read_text()
+    assert Counter(r["key"] for r in read_probe(out)) == Counter(str(i) for i in range(90))
+
+    pids = [int(path.read_text().split()[0]) for path in run.glob("*.pid")]
+    stopped = cluster.cluster.run("head", *argv, f"kill -TERM $(cat {pid_file})", check=False, timeout=60)
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    wait_until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in pids), 60, "the controllers to drain and exit")
+    for log in run.glob("*.log"):
+        assert "draining" in log.read_text().lower(), log.read_text()
