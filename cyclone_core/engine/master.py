@@ -55,7 +55,7 @@ from cyclone_core.engine.journal import Journal, JournalHealth, JournalWriteErro
 from cyclone_core.engine.master_core import Effects, EnrollRequest, MasterCore, Phase, peer_name
 from cyclone_core.engine.metrics import MetricsServer
 from cyclone_core.engine.protocol import Enrolled, Fetch, Fetched, Refuse, StatusReply, Submit, Submitted
-from cyclone_core.engine.scheduler import Scheduler, TaskRecord
+from cyclone_core.engine.scheduler import LostController, Scheduler, TaskRecord
 from cyclone_core.engine.sdnotify import SystemdNotifier
 from cyclone_core.errors import ConfigError, CycloneError, one_line_error
 from cyclone_core.model import Result, ResultSink, Status, Task, TaskGenerator, TaskSpec
@@ -192,8 +192,7 @@ class Master:
         self._unjournaled: list[Result] = []  # terminal results waiting for a journal that takes writes
         #: systemd's notifications (``Type=notify`` units), taken from the environment in :meth:`open`.
         self._notify = SystemdNotifier({})
-        #: Registered controllers' hosts, and the controllers lost (not left) since, for the status.
-        self._hosts: dict[str, str] = {}
+        #: The controllers lost (not left) since they registered, for the status.
         self._lost: dict[str, dict[str, Any]] = {}
 
     @property
@@ -656,24 +655,22 @@ class Master:
             for delivery in self.deliveries:
                 delivery.finish()
         for joined in effects.joined:
-            self._hosts[joined.id] = joined.host
             self._lost.pop(joined.id, None)
             self.plugins.notify(
                 "cyclone_controller_joined", controller_id=joined.id, host=joined.host, workers=joined.workers
             )
         for lost in effects.lost:
-            self._remember_lost(lost.id, lost.reason)
+            self._remember_lost(lost)
             self.plugins.notify(
                 "cyclone_controller_lost", controller_id=lost.id, reason=lost.reason, requeued=lost.requeued
             )
         if results:
             self._deliver_to_plugins(results)
 
-    def _remember_lost(self, controller_id: str, reason: str) -> None:
-        host = self._hosts.pop(controller_id, None)
-        if reason == "goodbye":
+    def _remember_lost(self, lost: LostController) -> None:
+        if lost.reason == "goodbye":
             return
-        self._lost[controller_id] = {"id": controller_id, "host": host, "reason": reason, "lost_at": time.time()}
+        self._lost[lost.id] = {"id": lost.id, "host": lost.host, "reason": lost.reason, "lost_at": time.time()}
         if len(self._lost) > _LOST_KEPT:
             del self._lost[next(iter(self._lost))]
 

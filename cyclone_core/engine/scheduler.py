@@ -155,6 +155,7 @@ class LostController:
     id: str
     reason: str
     requeued: int
+    host: str = ""
 
 
 @attrs.define
@@ -751,7 +752,7 @@ class Scheduler:
         when = ctl.last_seen if now is None else now
         for record in leases:
             self._lease_lost(record, f"controller {ctl.id} {reason}", when, ending)
-        self._actions.lost.append(LostController(ctl.id, reason, len(leases)))
+        self._actions.lost.append(LostController(ctl.id, reason, len(leases), ctl.host))
 
     def snapshot(self) -> dict[str, Any]:
         """Counters and controllers as plain data (the master adds sinks and rates)."""
