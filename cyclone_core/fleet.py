@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import attrs
 
+from cyclone_core.engine.status import fold as fold_nodes
 from cyclone_core.errors import UsageError
 from cyclone_core.plural import plural
 
@@ -121,12 +122,6 @@ def parse_nodes(text: str) -> list[str]:
     if not nodes:
         raise UsageError(f"-w {text!r} names no node (an unknown or empty group?)")
     return nodes
-
-
-def _folded(nodes: Iterable[str]) -> str:
-    from ClusterShell.NodeSet import NodeSet  # noqa: PLC0415
-
-    return str(NodeSet.fromlist(list(nodes)))
 
 
 # -- the scripts --------------------------------------------------------------------------------
@@ -262,7 +257,7 @@ def _gathered(results: Mapping[str, NodeResult]) -> dict[str, list[str]]:
 def fold(results: Mapping[str, NodeResult]) -> list[tuple[str, str]]:
     """``(folded node set, message)`` for each distinct message, in order of first appearance:
     what ``clush -b`` gathers."""
-    return [(_folded(nodes), message) for message, nodes in _gathered(results).items()]
+    return [(fold_nodes(nodes), message) for message, nodes in _gathered(results).items()]
 
 
 def render_folded(results: Mapping[str, NodeResult]) -> str:
@@ -270,7 +265,7 @@ def render_folded(results: Mapping[str, NodeResult]) -> str:
     folded node set and its size."""
     blocks = []
     for message, nodes in _gathered(results).items():
-        header = f"{_folded(nodes)} ({len(nodes)})"
+        header = f"{fold_nodes(nodes)} ({len(nodes)})"
         separator = "-" * max(len(_SEPARATOR), len(header))
         blocks.append(f"{separator}\n{header}\n{separator}\n{message}")
     return "\n".join(blocks)
@@ -292,4 +287,4 @@ def failed_nodes(results: Mapping[str, NodeResult]) -> str:
     failed = [result.node for result in results.values() if not result.ok]
     if not failed:
         return ""
-    return f"{plural(len(failed), 'node')} of {len(results)} failed: {_folded(failed)}"
+    return f"{plural(len(failed), 'node')} of {len(results)} failed: {fold_nodes(failed)}"

@@ -19,10 +19,9 @@ from collections import OrderedDict, deque
 from collections.abc import Sequence
 from typing import Any
 
-from ClusterShell.NodeSet import NodeSet, NodeSetException
-
 from cyclone_core.dashboard.panels import Cell, Panel, PanelGrid
 from cyclone_core.engine.scheduler import Histogram
+from cyclone_core.engine.status import fold
 from cyclone_core.hookspecs import hookimpl
 from cyclone_core.model import Result, Status
 
@@ -225,7 +224,7 @@ class DashboardState:
             "controllers": {
                 "count": len(controllers),
                 "workers": sum(c["workers"] for c in controllers),
-                "hosts": _fold([host for host, ctls in hosts.items() if ctls]),
+                "hosts": fold(host for host, ctls in hosts.items() if ctls),
                 "by_host": [{"host": host, "controllers": ctls} for host, ctls in sorted(hosts.items())],
                 "departed": departed,
             },
@@ -264,16 +263,6 @@ def _failure(result: Result, *, history: bool = False) -> dict[str, Any]:
             for attempt in result.history[-_HISTORY:]
         ]
     return entry
-
-
-def _fold(hosts: list[str]) -> str:
-    """``node01, node02, node03`` -> ``node[01-03]`` (ClusterShell's node sets)."""
-    if not hosts:
-        return ""
-    try:
-        return str(NodeSet.fromlist(hosts))
-    except NodeSetException:  # a host name NodeSet cannot parse: plainly listed
-        return ",".join(sorted(hosts))
 
 
 def _ms(seconds: float | None) -> float | None:
