@@ -28,6 +28,7 @@ import attrs
 import orjson
 
 from cyclone_core import Metric, Result
+from cyclone_mysql_sink import tsv
 
 __all__ = ("LAYOUTS", "OST_IO_TASK", "OST_METRICS", "Layout")
 
@@ -90,6 +91,17 @@ class Layout:
         marks = ", ".join(["%s"] * len(self.columns))
         insert = f"INSERT INTO `{table}` ({columns}) VALUES ({marks})"  # noqa: S608  (placeholders only)
         return f"{insert} ON DUPLICATE KEY UPDATE task_id = task_id"
+
+    def load_sql(self, table: str, path: str) -> str:
+        """``LOAD DATA LOCAL INFILE`` of ``path`` (text as :func:`~cyclone_mysql_sink.tsv.encode`
+        writes it, a path of letters, digits and ``/``) into ``table``.
+
+        IGNORE is what LOCAL does anyway (the server cannot stop the client's stream midway): a
+        row whose task_id is stored already is skipped with a warning, and so is, as INSERT
+        IGNORE would, any value the server rejects or alters; the sink checks the warnings.
+        """
+        columns = ", ".join(self.columns)
+        return f"LOAD DATA LOCAL INFILE '{path}' IGNORE INTO TABLE `{table}` {tsv.STATEMENT_FORMAT} ({columns})"
 
     def rows(self, results: Iterable[Result]) -> list[tuple[Any, ...]]:
         """The rows of the results that belong in this table."""

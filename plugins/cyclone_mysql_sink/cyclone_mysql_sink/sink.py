@@ -1,7 +1,8 @@
-"""The ``mysql`` result sink: idempotent multi-row inserts into MySQL or MariaDB.
+"""The ``mysql`` result sink: idempotent bulk writes into MySQL or MariaDB.
 
 The master's delivery thread calls :meth:`MySQLSink.write` with batches of results.  Each batch
-becomes parameterised multi-row ``INSERT ... ON DUPLICATE KEY UPDATE`` statements committed
+is streamed to the server by one ``LOAD DATA LOCAL INFILE`` where the server allows it, else
+sent as multi-row ``INSERT ... ON DUPLICATE KEY UPDATE`` statements; either way it is committed
 as one transaction, so a batch is stored completely or not at all, and a batch delivered again
 (after a failure or a master restart) adds nothing: the table has a unique key on task_id.
 A connection that was killed or lost is opened again once and the batch re-sent; if that
@@ -14,6 +15,7 @@ import contextlib
 import logging
 import os
 import re
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -22,6 +24,7 @@ import attrs
 import MySQLdb
 
 from cyclone_core import ConfigError, CycloneError, Result, ResultSink
+from cyclone_mysql_sink import tsv
 from cyclone_mysql_sink.layouts import LAYOUTS, Layout
 
 __all__ = ("MySQLSink",)
@@ -41,6 +44,18 @@ _CONNECTION_LOST = frozenset(
         4031,  # ER_CLIENT_INTERACTION_TIMEOUT (MySQL 8)
     }
 )
+# Error codes that mean "LOAD DATA LOCAL is not allowed here": the batch goes as INSERTs.
+_LOAD_REFUSED = frozenset(
+    {
+        1148,  # ER_NOT_ALLOWED_COMMAND: the server's local_infile is off (MySQL 5.7, older MariaDB)
+        2068,  # CR_LOAD_DATA_LOCAL_INFILE_REJECTED: the client library refused
+        3948,  # ER_CLIENT_LOCAL_FILES_DISABLED (MySQL 8)
+        4166,  # ER_LOAD_INFILE_CAPABILITY_DISABLED (MariaDB 10.6 and later)
+    }
+)
+_DUPLICATE_KEY = 1062  # ER_DUP_ENTRY: what LOAD DATA's IGNORE makes of a task_id already stored
+# Rows built and sent down the pipe at a time while the server reads the previous ones.
+_LOAD_CHUNK_ROWS = 64
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _SQL_MODE = re.compile(r"[A-Za-z_,]*")
 # Statements of up to 128 KiB (far below the servers' max_allowed_packet: 16 MiB by default in
@@ -95,6 +110,49 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+class _NotLoaded(Exception):
+    """A batch's load was refused or not exact; the message says why."""
+
+
+class _Feeder:
+    """Builds the rows of a batch and writes them down a pipe, in a thread of its own, while
+    the client library reads the other end for the server; closes its end when done."""
+
+    def __init__(self, pipe: int, results: Sequence[Result], to_row: Callable[[Result], tuple[Any, ...] | None]):
+        self._pipe = pipe
+        self._results = results
+        self._to_row = to_row
+        #: Rows written.
+        self.rows = 0
+        #: What stopped the feeder early, other than the reader going away.
+        self.error: Exception | None = None
+
+    def run(self) -> None:
+        """Write every row, then close the pipe."""
+        try:
+            chunk: list[tuple[Any, ...]] = []
+            for result in self._results:
+                row = self._to_row(result)
+                if row is not None:
+                    chunk.append(row)
+                    if len(chunk) == _LOAD_CHUNK_ROWS:
+                        self._send(chunk)
+                        chunk = []
+            self._send(chunk)
+        except BrokenPipeError:
+            pass  # the load ended before reading everything: its own outcome says why
+        except Exception as exc:  # handed to the writing thread
+            self.error = exc
+        finally:
+            os.close(self._pipe)
+
+    def _send(self, rows: list[tuple[Any, ...]]) -> None:
+        data = memoryview(tsv.encode(rows))
+        while data:
+            data = data[os.write(self._pipe, data) :]
+        self.rows += len(rows)
+
+
 @attrs.define(kw_only=True)
 class MySQLSink(ResultSink):
     """Store results in a MySQL or MariaDB table (``layout`` ``results`` or ``ost_perf``).
@@ -130,8 +188,13 @@ class MySQLSink(ResultSink):
     #: (2.x ``store_timeout``).
     batch_size: int = attrs.field(default=1000, validator=attrs.validators.gt(0))
     flush_interval: float = attrs.field(default=5.0, validator=attrs.validators.ge(0))
+    #: Send batches with LOAD DATA LOCAL INFILE where the server allows it (its ``local_infile``);
+    #: false: always as INSERTs.
+    load_data: bool = True
 
     _connection: Any = attrs.field(default=None, init=False, repr=False, eq=False)
+    # Whether this connection sends batches with LOAD DATA (until the server refuses it).
+    _loading: bool = attrs.field(default=False, init=False, repr=False, eq=False)
     # The password of the last connect, kept only to mask it should a message ever echo it.
     _secret: str = attrs.field(default="", init=False, repr=False, eq=False)
 
@@ -176,56 +239,26 @@ class MySQLSink(ResultSink):
         self._check_table()
 
     def write(self, results: Sequence[Result]) -> None:
-        """Insert the rows of ``results`` in one transaction; rows already stored are skipped.
+        """Store the rows of ``results`` in one transaction; rows already stored are skipped.
 
-        The rows go as multi-row INSERTs of up to 128 KiB, pipelined: a statement is sent
-        without waiting for the server, the next one is built (rows made and quoted) while the
-        server stores it, and its outcome is read before the next is sent.  The client's work
-        and the server's overlap, so the sink keeps pace with the server's own bulk rate.
+        Where the server allows it, the rows are streamed to one ``LOAD DATA LOCAL INFILE``
+        through a pipe: a thread builds them while the server stores those it has read.  LOCAL
+        makes the server turn a value it would reject or alter into a warning, and a row
+        already stored into a skipped one (ER_DUP_ENTRY); any warning but those rolls the load
+        back and the batch goes as INSERTs, which raise the server's error for a bad value.
         """
         if not results:
             return
-        insert = self.schema.insert_sql(self.table)
-        head = insert[: insert.index(" VALUES ") + 8].encode()
-        tail = insert[insert.index(" ON DUPLICATE KEY ") :].encode()
-        to_row = self.schema.to_row
 
-        def send(_cursor: Any) -> None:
-            connection = self._connection
-            literal = _row_literal(connection)
-            waiting = False  # a statement was sent whose outcome is not read yet
-
-            def pipe(values: bytearray) -> None:
-                nonlocal waiting
-                if waiting:
-                    waiting = False
-                    connection.read_query_result()  # raises the server's error for that statement
-                connection.send_query(head + values + tail)
-                waiting = True
-
-            try:
-                values = bytearray()
-                for result in results:
-                    row = to_row(result)
-                    if row is None:
-                        continue
-                    value = literal(row)
-                    if values:
-                        if len(values) + len(value) > _STATEMENT_BYTES:
-                            pipe(values)
-                            values = bytearray()
-                        else:
-                            values += b","
-                    values += value
-                if values:
-                    pipe(values)
-                if waiting:
-                    waiting = False
-                    connection.read_query_result()
-            finally:
-                if waiting:  # failed while the server stored a statement: take its outcome, so the rollback can go
-                    with contextlib.suppress(MySQLdb.Error):
-                        connection.read_query_result()
+        def send(cursor: Any) -> None:
+            if self._loading:
+                try:
+                    self._load(results, cursor)
+                    return
+                except _NotLoaded as exc:
+                    self._connection.rollback()
+                    log.debug("mysql %s: a batch of %d results goes as INSERTs: %s", self.server, len(results), exc)
+            self._insert(results)
 
         try:
             self._send(f"insert of {len(results)} results into {self.table}", send)
@@ -254,7 +287,10 @@ class MySQLSink(ResultSink):
         self._disconnect()
         # UTC sessions: DATETIME columns and CURRENT_TIMESTAMP hold UTC whatever the server's
         # time zone.  The SQL mode is validated to letters, "_" and ",".
-        init = "SET time_zone = '+00:00'" + (f", sql_mode = '{self.sql_mode}'" if self.sql_mode else "")
+        # max_error_count: SHOW WARNINGS lists every warning of a batch's load, not the first 64.
+        init = "SET time_zone = '+00:00', max_error_count = 65535" + (
+            f", sql_mode = '{self.sql_mode}'" if self.sql_mode else ""
+        )
         self._secret = self._password()
         try:
             self._connection = MySQLdb.connect(
@@ -269,9 +305,11 @@ class MySQLSink(ResultSink):
                 connect_timeout=self.connect_timeout,
                 read_timeout=self.read_timeout,
                 write_timeout=self.write_timeout,
+                local_infile=self.load_data,
             )
         except MySQLdb.Error as exc:
             raise self._error("connect", exc) from exc
+        self._loading = self.load_data
 
     def _disconnect(self) -> None:
         connection, self._connection = self._connection, None
@@ -308,6 +346,102 @@ class MySQLSink(ResultSink):
         finally:
             cursor.close()
         self._connection.commit()
+
+    # -- the two ways of sending a batch ----------------------------------------------------
+
+    def _load(self, results: Sequence[Result], cursor: Any) -> None:
+        """Stream the rows of ``results`` to one LOAD DATA LOCAL INFILE through a pipe that the
+        client library reads as ``/dev/fd/N``: nothing is written to disk."""
+        read_end, write_end = os.pipe()
+        feeder = _Feeder(write_end, results, self.schema.to_row)
+        thread = threading.Thread(target=feeder.run, name="cyclone-mysql-load", daemon=True)
+        try:
+            thread.start()
+        except BaseException:
+            os.close(write_end)
+            os.close(read_end)
+            raise
+        try:
+            cursor.execute(self.schema.load_sql(self.table, f"/dev/fd/{read_end}"))
+        except MySQLdb.OperationalError as exc:
+            if not exc.args or exc.args[0] not in _LOAD_REFUSED:
+                raise
+            self._loading = False
+            log.info(
+                "mysql %s: the server refuses LOAD DATA LOCAL INFILE (%s); batches go as INSERTs",
+                self.server,
+                _one_line(str(exc.args[-1])),
+            )
+            raise _NotLoaded("LOAD DATA LOCAL INFILE refused") from exc
+        finally:
+            os.close(read_end)  # a feeder still writing (the load failed) gets EPIPE and stops
+            thread.join()
+        if isinstance(feeder.error, TypeError):  # a value the text format cannot hold
+            raise _NotLoaded(str(feeder.error))
+        if feeder.error is not None:
+            raise feeder.error
+        self._check_load(cursor, feeder.rows)
+
+    def _check_load(self, cursor: Any, rows: int) -> None:
+        """Raise :class:`_NotLoaded` unless the server read ``rows`` rows and warned of nothing
+        but task ids already stored."""
+        read = re.match(r"Records: (\d+)", self._connection.info() or "")
+        if read is None or int(read.group(1)) != rows:
+            raise _NotLoaded(f"the server read {read and read.group(1)} rows of {rows}")
+        count = self._connection.warning_count()
+        if not count:
+            return
+        cursor.execute("SHOW WARNINGS")
+        warnings = cursor.fetchall()
+        if len(warnings) < count:
+            raise _NotLoaded(f"{count} warnings, more than the server lists")
+        for _level, code, message in warnings:
+            if code != _DUPLICATE_KEY:
+                raise _NotLoaded(f"({code}) {message}")
+
+    def _insert(self, results: Sequence[Result]) -> None:
+        """Send the rows of ``results`` as multi-row INSERTs of up to 128 KiB, pipelined: a
+        statement is sent without waiting for the server, the next one is built (rows made and
+        quoted) while the server stores it, and its outcome is read before the next is sent."""
+        insert = self.schema.insert_sql(self.table)
+        head = insert[: insert.index(" VALUES ") + 8].encode()
+        tail = insert[insert.index(" ON DUPLICATE KEY ") :].encode()
+        to_row = self.schema.to_row
+        connection = self._connection
+        literal = _row_literal(connection)
+        waiting = False  # a statement was sent whose outcome is not read yet
+
+        def pipe(values: bytearray) -> None:
+            nonlocal waiting
+            if waiting:
+                waiting = False
+                connection.read_query_result()  # raises the server's error for that statement
+            connection.send_query(head + values + tail)
+            waiting = True
+
+        try:
+            values = bytearray()
+            for result in results:
+                row = to_row(result)
+                if row is None:
+                    continue
+                value = literal(row)
+                if values:
+                    if len(values) + len(value) > _STATEMENT_BYTES:
+                        pipe(values)
+                        values = bytearray()
+                    else:
+                        values += b","
+                values += value
+            if values:
+                pipe(values)
+            if waiting:
+                waiting = False
+                connection.read_query_result()
+        finally:
+            if waiting:  # failed while the server stored a statement: take its outcome, so the rollback can go
+                with contextlib.suppress(MySQLdb.Error):
+                    connection.read_query_result()
 
     @staticmethod
     def _lost(exc: MySQLdb.Error) -> bool:
