@@ -76,12 +76,22 @@ def admin(shared_server: dict[str, Any]) -> Iterator[Any]:
     connection.close()
 
 
-@pytest.fixture
-def table(admin: Any) -> Iterator[str]:
-    """A table name unique to this test; the table is dropped afterwards."""
+def _throwaway_table(admin: Any) -> Iterator[str]:
     name = f"cyclone_test_{uuid.uuid4().hex[:12]}"
     yield name
     admin.cursor().execute(f"DROP TABLE IF EXISTS `{name}`")
+
+
+@pytest.fixture
+def table(admin: Any) -> Iterator[str]:
+    """A table name unique to this test; the table is dropped afterwards."""
+    yield from _throwaway_table(admin)
+
+
+@pytest.fixture
+def other_table(admin: Any) -> Iterator[str]:
+    """A second table name unique to this test, dropped afterwards."""
+    yield from _throwaway_table(admin)
 
 
 @pytest.fixture

@@ -37,27 +37,6 @@ def test_a_batch_delivered_again_is_stored_once(layout, make_sink, table, table_
     assert sorted(stored) == sorted(r.task_id for r in first + second)
 
 
-def _statements(sink: MySQLSink, command: str) -> int:
-    cursor = sink._connection.cursor()
-    cursor.execute(f"SHOW SESSION STATUS LIKE 'Com_{command}'")
-    return int(cursor.fetchone()[1])
-
-
-def test_the_insert_path_sends_multi_row_inserts(make_sink, make_result) -> None:
-    sink = make_sink(load_data=False)
-    before = _statements(sink, "insert")
-    sink.write(_batch(make_result, "run2", 2000))
-    # One statement per row would be 2000; rows are packed into statements of up to 128 KiB.
-    assert 1 <= _statements(sink, "insert") - before <= 20
-    assert _statements(sink, "load") == 0
-
-
-def test_the_load_path_sends_one_load_data_a_batch(make_sink, make_result) -> None:
-    sink = make_sink()
-    sink.write(_batch(make_result, "run2", 2000))
-    assert (_statements(sink, "load"), _statements(sink, "insert")) == (1, 0)
-
-
 def test_results_layout_stores_every_field(make_sink, table, table_rows, make_result) -> None:
     sink = make_sink()
     metric = Metric("probe_seconds", 1.25, "s", {"node": "n1"}, 1_764_000_000.5, MetricKind.COUNTER)
