@@ -352,15 +352,6 @@ def _ost_of(fields: Mapping[str, Any]) -> str | None:
     return _ost_name(fields.get("ost"))
 
 
-def _stamp(first: Metric | None, second: Metric | None, ended: float | None) -> str | None:
-    """The timestamp of ``first``, else of ``second``, else ``ended``."""
-    if first is not None and first.timestamp is not None:
-        return _utc(first.timestamp)
-    if second is not None and second.timestamp is not None:
-        return _utc(second.timestamp)
-    return _utc(ended)
-
-
 def _ost_perf_row(result: Result) -> tuple[Any, ...] | None:
     found = {m.name: m for m in result.metrics if m.name in OST_METRICS}
     if not found and result.task_type != OST_IO_TASK:
@@ -372,15 +363,25 @@ def _ost_perf_row(result: Result) -> tuple[Any, ...] | None:
     if ost is None and result.key:
         ost = _ost_in(result.key)
     fs = labels.get("fs")
-    ended = result.started_at + result.duration if result.started_at else None
-    read_rate, write_rate = found.get(_READ_RATE), found.get(_WRITE_RATE)
-    read_time, write_time = found.get(_READ_SECONDS), found.get(_WRITE_SECONDS)
+    # Each timestamp is the rate's, else the duration's, else the end of the task.
+    read_at = write_at = result.started_at + result.duration if result.started_at else None
+    read_rate, read_time = found.get(_READ_RATE), found.get(_READ_SECONDS)
+    write_rate, write_time = found.get(_WRITE_RATE), found.get(_WRITE_SECONDS)
     size = found.get(_PROBE_BYTES)
-    read_seconds = None if read_time is None else read_time.value
-    write_seconds = None if write_time is None else write_time.value
+    read_seconds = write_seconds = None
+    if read_time is not None:
+        read_seconds = read_time.value
+        read_at = read_at if read_time.timestamp is None else read_time.timestamp
+    if write_time is not None:
+        write_seconds = write_time.value
+        write_at = write_at if write_time.timestamp is None else write_time.timestamp
+    if read_rate is not None and read_rate.timestamp is not None:
+        read_at = read_rate.timestamp
+    if write_rate is not None and write_rate.timestamp is not None:
+        write_at = write_rate.timestamp
     return (
-        _stamp(read_rate, read_time, ended),
-        _stamp(write_rate, write_time, ended),
+        _utc(read_at),
+        _utc(write_at),
         ost,
         0 if size is None else _clamp(size.value, 0, _BIGINT_MAX, 0),
         -1 if read_rate is None else _clamp(read_rate.value, -1, _BIGINT_MAX, -1),

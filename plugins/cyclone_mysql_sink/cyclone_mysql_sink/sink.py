@@ -54,7 +54,7 @@ _LOAD_REFUSED = frozenset(
     }
 )
 _DUPLICATE_KEY = 1062  # ER_DUP_ENTRY: what LOAD DATA's IGNORE makes of a task_id already stored
-# Rows built and sent down the pipe at a time while the server reads the previous ones.
+# Results made into rows and sent down the pipe at a time, while the server reads the previous ones.
 _LOAD_CHUNK_ROWS = 64
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _SQL_MODE = re.compile(r"[A-Za-z_,]*")
@@ -130,15 +130,9 @@ class _Feeder:
     def run(self) -> None:
         """Write every row, then close the pipe."""
         try:
-            chunk: list[tuple[Any, ...]] = []
-            for result in self._results:
-                row = self._to_row(result)
-                if row is not None:
-                    chunk.append(row)
-                    if len(chunk) == _LOAD_CHUNK_ROWS:
-                        self._send(chunk)
-                        chunk = []
-            self._send(chunk)
+            for start in range(0, len(self._results), _LOAD_CHUNK_ROWS):
+                chunk = self._results[start : start + _LOAD_CHUNK_ROWS]
+                self._send([row for row in map(self._to_row, chunk) if row is not None])
         except BrokenPipeError:
             pass  # the load ended before reading everything: its own outcome says why
         except Exception as exc:  # handed to the writing thread
@@ -147,6 +141,8 @@ class _Feeder:
             os.close(self._pipe)
 
     def _send(self, rows: list[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
         data = memoryview(tsv.encode(rows))
         while data:
             data = data[os.write(self._pipe, data) :]
