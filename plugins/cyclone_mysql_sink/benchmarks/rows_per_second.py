@@ -1,14 +1,19 @@
 """Rows per second written through the mysql sink's ``write`` beside the server's own bulk rate.
 
 Results are built before the clock starts (the master hands the sink finished results); the
-sink's time covers turning them into rows, quoting them and the INSERTs, one transaction per
+sink's time covers turning them into rows, encoding them and sending them (a LOAD DATA LOCAL
+INFILE fed through a pipe where the server allows it, else INSERTs), one transaction per
 batch of ``batch_size``.  The server's rate is measured on the same rows into a table of the
 same layout, one transaction per batch too, with nothing left for the client to do: LOAD DATA
 LOCAL INFILE from files written beforehand (when the server allows it), and multi-row INSERT
 statements built beforehand.  Sink and server run interleaved, round by round; the sink's
 rate is compared with the better of the two (target: >= 0.8x).  The rates of the client's
-stages alone (the layout's row building, mysqlclient's quoting) show where its time goes.
-Each layout writes into a table of its own, dropped at the end.
+stages alone (the layout's row building, the text LOAD DATA reads, mysqlclient's quoting for
+INSERTs) show where its time goes.  Each layout writes into a table of its own, dropped at the
+end.
+
+The sink's work and the server's overlap, so the sink needs two processors to itself: on a
+machine where other programs keep a processor busy, its rate falls further than the server's.
 
     python plugins/cyclone_mysql_sink/benchmarks/rows_per_second.py --rows 200000
 """
@@ -24,7 +29,7 @@ import time
 import uuid
 
 import MySQLdb
-from cyclone_mysql_sink import MySQLSink
+from cyclone_mysql_sink import MySQLSink, tsv
 
 from cyclone_core import Metric, Result, Status, structure
 
@@ -55,25 +60,6 @@ def make_results(count: int, run: str) -> list[Result]:
             )
         )
     return results
-
-
-_TSV_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\0": "\\0"})
-
-
-def tsv(rows: list[tuple[object, ...]]) -> bytes:
-    """``rows`` in LOAD DATA's default text format (tab-separated, backslash escapes, \\N for NULL)."""
-    lines = []
-    for row in rows:
-        fields = []
-        for value in row:
-            if value is None:
-                fields.append("\\N")
-            elif isinstance(value, str):
-                fields.append(value.translate(_TSV_ESCAPES))
-            else:
-                fields.append(repr(value))
-        lines.append("\t".join(fields))
-    return ("\n".join(lines) + "\n").encode()
 
 
 def measure(
@@ -109,7 +95,7 @@ def measure(
     for number, batch in enumerate(rows):
         path = os.path.join(scratch, f"{number}.tsv")
         with open(path, "wb") as file:
-            file.write(tsv(batch))
+            file.write(tsv.encode(batch))
         files.append(path)
     load = "LOAD DATA LOCAL INFILE %s IGNORE INTO TABLE `{table}` CHARACTER SET utf8mb4 ({columns})".replace(
         "{table}", table
@@ -145,11 +131,15 @@ def measure(
             rates["insert"].append(count / (time.perf_counter() - started))
             stored()
 
-        # The client's stages of write alone: results -> rows (the layout), rows -> quoted
-        # SQL values (mysqlclient).
+        # The client's stages of write alone: results -> rows (the layout), rows -> LOAD DATA's
+        # text, rows -> quoted SQL values (mysqlclient, for INSERTs).
         started = time.perf_counter()
         rows = [sink.schema.rows(batch) for batch in batches]
         rates["layout alone"] = [count / (time.perf_counter() - started)]
+        started = time.perf_counter()
+        for batch in rows:
+            tsv.encode(batch)
+        rates["text alone"] = [count / (time.perf_counter() - started)]
         started = time.perf_counter()
         for batch in rows:
             ",".join(cursor.mogrify(values, row) for row in batch)
