@@ -170,7 +170,7 @@ def _utc(epoch: float | None) -> str | None:
         if len(_SECONDS) >= 4096:
             _SECONDS.clear()
         _SECONDS[seconds] = prefix
-    return f"{prefix}{micro:06d}"
+    return prefix + str(micro).zfill(6)
 
 
 def _json_number(value: float) -> float | str:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import re
+from datetime import UTC, datetime
 
 import pytest
+from cyclone_mysql_sink import layouts
 from cyclone_mysql_sink.layouts import LAYOUTS, OST_PERF, RESULTS
+from hypothesis import given
+from hypothesis import strategies as st
 from MySQLdb import cursors
 
 from cyclone_core import Metric, Status
@@ -65,3 +70,27 @@ def test_durations_keep_whole_seconds_and_sub_second_precision(ost_result) -> No
 def test_a_task_id_too_long_for_the_key_is_refused(make_result) -> None:
     with pytest.raises(ValueError, match="is longer than 255 characters"):
         RESULTS.rows([make_result("x" * 256)])
+
+
+def _utc_reference(epoch: float) -> str | None:
+    """What the layouts wrote before they made the text themselves."""
+    if not epoch or not math.isfinite(epoch):
+        return None
+    try:
+        return datetime.fromtimestamp(epoch, UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+@given(st.floats(min_value=-7e10, max_value=3e11) | st.floats(min_value=1.7e9, max_value=1.9e9))
+def test_timestamps_are_the_text_of_datetime_fromtimestamp(epoch: float) -> None:
+    assert layouts._utc(epoch) == _utc_reference(epoch)
+
+
+@pytest.mark.parametrize(
+    "epoch",
+    [0.0, -0.0, math.nan, math.inf, -math.inf, 1e300, -1e300, 0.5, -0.5, 2.5e-7, 1.0000005, 1_764_000_000.999_999_7,
+     math.nextafter(253_402_300_800.0, 0), 253_402_300_800.0, -62_135_596_800.0, -62_135_596_800.5],
+)  # fmt: skip
+def test_timestamps_at_the_edges(epoch: float) -> None:
+    assert layouts._utc(epoch) == _utc_reference(epoch)
