@@ -12,7 +12,8 @@ For the one-controller baseline and then each count (1,000 and 10,000 by default
 master is started and the script prints:
 
 - how long all controllers take to register (first Hello sent to last Welcome received);
-- the master's CPU (% of one core, from ``/proc/<pid>/stat``) while they only heartbeat;
+- the master's CPU (% of one core, from ``/proc/<pid>/task/*/stat``) while they only heartbeat:
+  in all, and split between its loop, ZeroMQ's I/O thread and its other threads;
 - ``cyclone status``'s reply: its size and how long it takes (the master's own admin key);
 - dispatch throughput (tasks dispatched per second over ``--dispatch`` seconds, each
   controller granting ``--credit`` credit and granting it again as it answers) and its
@@ -51,11 +52,11 @@ from typing import Any
 
 import msgpack
 import zmq
+from cpu_time import cpu_seconds, thread_cpu_seconds
 
 from cyclone_core import keys
 from cyclone_core.engine import protocol
 
-_TICKS = os.sysconf("SC_CLK_TCK")
 _DISPATCH = protocol.Dispatch.tag
 
 
@@ -69,12 +70,6 @@ def raise_nofile(wanted: int) -> int:
         except (ValueError, OSError):
             continue
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU time of ``pid`` so far (its threads included)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
 def rss_kib(pid: int) -> int:
@@ -306,9 +301,10 @@ def measure(
         registered = [pipe.recv() for pipe in pipes]  # blocks until each process has all welcomed
         register_s = max(seconds for _, seconds in registered)
         time.sleep(1.0)  # the last Welcomes' first heartbeats
-        cpu0, at0 = cpu_seconds(master.pid), time.monotonic()
+        cpu0, at0 = thread_cpu_seconds(master.pid), time.monotonic()
         time.sleep(options.heartbeat)
-        idle_cpu = (cpu_seconds(master.pid) - cpu0) / (time.monotonic() - at0)
+        cpu_end, elapsed = thread_cpu_seconds(master.pid), time.monotonic() - at0
+        idle_split = {role: (cpu_end[role] - cpu0[role]) / elapsed for role in cpu0}
         rss_registered = rss_kib(master.pid)
         replies = [status_request(endpoint, master_dir) for _ in range(3)]
         for pipe in pipes:
@@ -328,7 +324,8 @@ def measure(
         return {
             "controllers": count,
             "register_s": register_s,
-            "idle_cpu": idle_cpu,
+            "idle_cpu": sum(idle_split.values()),
+            "idle_split": idle_split,
             "status_bytes": replies[-1][0],
             "status_s": sorted(seconds for _, seconds in replies)[1],
             "tasks_per_s": sum(per_controller) / elapsed,
@@ -397,7 +394,9 @@ def main() -> None:
             low, median, high = figures["fairness"]
             print(
                 f"{count:>6,} controllers granting {credit:,}: registered in {figures['register_s']:.1f} s; master CPU "
-                f"{figures['idle_cpu']:.1%} of a core while they heartbeat; status reply "
+                f"{figures['idle_cpu']:.1%} of a core while they heartbeat ("
+                + ", ".join(f"{role} {share:.1%}" for role, share in figures["idle_split"].items())
+                + "); status reply "
                 f"{figures['status_bytes'] / 1024:,.1f} KiB in {figures['status_s'] * 1000:.0f} ms; "
                 f"{figures['tasks_per_s']:,.0f} tasks/s ({figures['tasks_per_s'] / base:.2f}x one controller; "
                 f"master CPU {figures['busy_cpu']:.0%}), tasks per controller min/median/max "

@@ -12,12 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cluster_support import ClusterSetup, Daemon
+from cluster_support import ClusterSetup, Daemon, cyclone_env
 from engine_support import FAST_CONTROLLER, FAST_MASTER, read_probe
 
+from cyclone_core import keys
 from cyclone_core.testing import wait_until
 
 RELAY = Path(__file__).with_name("relay.py")
+GHOST = Path(__file__).with_name("ghost.py")
 #: The longer of the master's and the controllers' timeouts: a partition lasts twice this.
 TIMEOUT = max(FAST_MASTER["controller_timeout"], FAST_CONTROLLER["master_timeout"])
 
@@ -61,6 +63,33 @@ def test_a_partitioned_controller_loses_nothing_and_its_stale_results_are_refuse
     assert snapshot is not True, "the run ended before node1's stale results were counted"
     each_once(read_probe(out), count)
     assert "node1" in {r["controller"] for r in read_probe(out)}
+
+
+def test_the_master_drops_a_connection_that_went_silent_so_the_same_routing_id_can_connect_again(
+    cluster: ClusterSetup, tmp_path: Path
+) -> None:
+    """A DEALER reconnects under the routing id it had; the master turns a second connection
+    under a routing id in use away, so the dead one must go (the kernel drops it)."""
+    master, _ = cluster.start_master(tmp_path, count=10, seconds=60)
+    wait_until(lambda: cluster.status() is not None, 30, "the master")
+    go = tmp_path / "go"
+    master_key = keys.load_keypair(cluster.keys.master_dir / "master.secret").public
+    argv = [sys.executable, str(GHOST), cluster.master_endpoint, master_key, str(cluster.keys.controller_dir),
+            "ghost.1", str(go)]  # fmt: skip
+    ghost = Daemon(cluster.cluster.spawn("node1", argv, tmp_path / "ghost.log", cyclone_env()), tmp_path / "ghost.log")
+    wait_until(lambda: "welcomed" in ghost.output(), 30, "the first Welcome")
+
+    # Everything node1 receives dropped: its own side of the connection sees no error (a link
+    # going down would tell both kernels), the master's data is never acknowledged.
+    with cluster.cluster.fault("node1", ["iptables", "-A", "INPUT", "-j", "DROP"]):
+        cut_at = time.monotonic()
+        wait_until(lambda: "controller ghost lost" in master.output(), 30, "the master to declare ghost lost")
+        wait_until(lambda: time.monotonic() > cut_at + 3 * TIMEOUT, 30, "three times the timeouts")
+    go.touch()
+    assert ghost.proc.wait(30) == 0, ghost.output()
+    assert ghost.output().splitlines()[-1] == "welcomed again", ghost.output()
+    master.proc.terminate()
+    master.proc.wait(30)
 
 
 def _stale(cluster: ClusterSetup) -> dict[str, Any] | None:
