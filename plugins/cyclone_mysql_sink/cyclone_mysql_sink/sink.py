@@ -305,7 +305,7 @@ class MySQLSink(ResultSink):
             )
         except MySQLdb.Error as exc:
             raise self._error("connect", exc) from exc
-        self._loading = self.load_data
+        self._loading = self.load_data and os.path.isdir("/dev/fd")  # where the client library opens the pipe
 
     def _disconnect(self) -> None:
         connection, self._connection = self._connection, None
