@@ -478,6 +478,15 @@ class Scheduler:
         for record in gone:
             self._lease_lost(record, f"controller {ctl.id} no longer holds it", now)
 
+    def connection_replaced(self, controller_id: str) -> None:
+        """The controller's process speaks on a new connection: what was dispatched on the old
+        one and is missing from the next heartbeat never reached it (no heartbeat on the new
+        connection can cross those dispatches), so it is taken back then, not an interval later."""
+        ctl = self.controllers.get(controller_id)
+        if ctl is not None:
+            for record in ctl.leases.values():
+                record.missing_since = -math.inf
+
     def handback(self, controller_id: str, task_ids: Iterable[str], now: float) -> None:
         """A draining controller returns tasks it did not start; they are not counted as attempts."""
         ctl = self.controllers.get(controller_id)

@@ -422,6 +422,26 @@ def test_a_stale_hello_from_an_older_connection_never_registered_gets_no_work() 
     core.check()
 
 
+def test_work_sent_on_a_connection_replaced_later_comes_back_at_the_first_heartbeat_of_the_new_one() -> None:
+    """A healed partition that delivers the old connection's Hello first: the master cannot
+    know yet that ``c1.3`` is dead and dispatches there.  Once ``c1.4`` says Hello, those tasks
+    never reached the controller; its first heartbeat there (sent after its Welcome) settles
+    it: they are queued again at once, not a heartbeat interval later."""
+    core = make_core(heartbeat_interval=2.0, controller_timeout=20.0)
+    core.submit(records(1, 20))
+    core.frame(b"c1.3", [hello("c1", credit=3)], 0.0)  # the stale Hello, first
+    lost = [record.id for record in core.take(0.0).dispatch[0][1]]
+    core.frame(b"c1.4", [hello("c1", credit=2)], 0.1)
+    fresh = [record.id for record in core.take(0.1).dispatch[0][1]]
+    core.frame(b"c1.4", [p.encode(p.Heartbeat(running=fresh[:1], draining=False))], 0.2)
+    core.take(0.2)
+    leases = core.scheduler.controllers["c1"].leases
+    assert not set(lost) & set(leases), "the tasks sent on the dead connection are taken back"
+    assert set(fresh) <= set(leases), "a task dispatched on the new connection may cross its heartbeat"
+    assert core.scheduler.queued == 20 - len(fresh)
+    core.check()
+
+
 def results_frame(task_ids: list[str], credit: int = 0) -> bytes:
     return p.encode(p.Results([Result(task_id, "noop", Status.OK) for task_id in task_ids], credit=credit))
 
