@@ -99,7 +99,7 @@ class SinkDelivery:
         self.backlog_at_start = 0
         self.errors = 0
         self.last_error: str | None = None
-        self._stored: Result | None = None  # the last result the sink stored
+        self._stored: Result | None = None  # the last result the sink stored (also in the journal)
         #: Results the sink rejected (in the journal's dead letters), and the latest few.
         self.dead_letters = 0
         self.latest_dead_letters: deque[DeadLetter] = deque(maxlen=DEAD_LETTERS_SHOWN)
@@ -205,6 +205,7 @@ class SinkDelivery:
         try:
             outbox = Outbox(self._journal.path, self.name)
             self.mark = outbox.mark
+            self._stored = outbox.stored
             self.dead_letters, latest = outbox.dead_letters(DEAD_LETTERS_SHOWN)
             self.latest_dead_letters.extend(latest)
             self.backlog_at_start = self.backlog
@@ -238,12 +239,13 @@ class SinkDelivery:
 
     def _record(self, outbox: Outbox, last: int, dead_letters: list[DeadLetter]) -> None:
         """Move the sink's delivered mark in the journal to ``last``, with the dead letters
-        among those results; while the journal cannot be written (a full disk), try again every
-        :data:`JOURNAL_RETRY` seconds.  If stopped first, the sink is offered those results
-        again later (it skips what it has, and rejects the rest again)."""
+        among those results and the last result it stored; while the journal cannot be
+        written (a full disk), try again every :data:`JOURNAL_RETRY` seconds.  If stopped
+        first, the sink is offered those results again later (it skips what it has, and
+        rejects the rest again)."""
         while True:
             try:
-                outbox.delivered(last, dead_letters)
+                outbox.delivered(last, dead_letters, self._stored)
             except JournalWriteError as exc:
                 self.last_error = str(exc)
                 if self._abort.wait(JOURNAL_RETRY):
@@ -272,7 +274,12 @@ class SinkDelivery:
         Results the sink names in :class:`ResultsRejected` are rejected.  When a batch fails
         otherwise, its results are written one by one: those that fail while others succeed
         (later, or the last result the sink stored, written again) are rejected; if none
-        succeeds, the sink is down, and nothing is rejected."""
+        succeeds, the sink is down, and nothing is rejected.  The last result stored is kept in
+        the journal, so that after a restart a result the sink cannot store, alone in the
+        outbox, is rejected all the same.  A sink that has never stored a result cannot show
+        that it works: while all the results it is given fail, it is taken to be down (retried
+        with backoff, nothing rejected), as it may well be; the first result it stores then
+        decides those before it."""
         first = last - len(results) + 1
         rejected: dict[int, str] = {}
         pending = list(range(len(results)))
@@ -347,8 +354,9 @@ class SinkDelivery:
         return min(undecided, default=len(results)) if answered else 0
 
     def _works(self) -> bool:
-        """Whether the sink works: it stores again the last result it stored (a sink skips
-        what it has, by result id); ``False`` if there is none yet."""
+        """Whether the sink works: it stores again the last result it stored, in this run or
+        before a restart (a sink skips what it has, by result id); ``False`` if it has never
+        stored one (a sink that is down, as far as can be told)."""
         if self._stored is None:
             return False
         try:

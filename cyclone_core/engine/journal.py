@@ -15,7 +15,9 @@ results every sink has, and the file gives the pages freed back to the file syst
 follows what it holds (the window, undelivered results, dead letters), not the length of the
 run.  Results rows are dropped only there, since they also mark their tasks done.  Results
 are numbered 1, 2, 3, ... without gaps; a sink's delivered mark is the number of the last
-result it has.  A result a sink cannot store is kept apart, with why, as a dead letter.
+result it has.  A result a sink cannot store is kept apart, with why, as a dead letter.  Beside
+its mark, each sink keeps the last result it stored (one row, which compaction keeps): the
+result a restarted master writes to it again to tell a result it rejects from an outage.
 
 When the file cannot be written (a full disk), :class:`JournalWriteError` says so and nothing of
 the attempt is left behind; the buffered changes are written by the next commit that succeeds.
@@ -74,6 +76,7 @@ CREATE TABLE IF NOT EXISTS results (
     first INTEGER PRIMARY KEY, count INTEGER NOT NULL, at REAL NOT NULL, seqs BLOB NOT NULL, data BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS delivered (sink TEXT PRIMARY KEY, last INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS last_stored (sink TEXT PRIMARY KEY, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS dead_letters (
     sink TEXT NOT NULL, number INTEGER NOT NULL, task_id TEXT, at REAL NOT NULL, error TEXT NOT NULL,
     data BLOB NOT NULL, PRIMARY KEY (sink, number)
@@ -449,6 +452,9 @@ class Outbox:
         row = self._conn.execute("SELECT last FROM delivered WHERE sink = ?", (sink,)).fetchone()
         #: Number of the last result delivered to this sink.
         self.mark: int = row[0] if row else 0
+        row = self._conn.execute("SELECT data FROM last_stored WHERE sink = ?", (sink,)).fetchone()
+        #: The last result this sink stored, if it ever stored one.
+        self.stored: Result | None = result_from_row(_unpack(row[0])) if row else None
         self._cached: tuple[int, list[Any]] = (0, [])
 
     def _rows_from_mark(self, columns: str, limit: int) -> list[tuple[Any, ...]]:
@@ -484,9 +490,10 @@ class Outbox:
                 break
         return number, results
 
-    def delivered(self, last: int, dead_letters: Sequence[DeadLetter] = ()) -> None:
+    def delivered(self, last: int, dead_letters: Sequence[DeadLetter] = (), stored: Result | None = None) -> None:
         """Results up to number ``last`` are stored by the sink, but for ``dead_letters``, kept
-        apart (:class:`JournalWriteError` if that cannot be written now)."""
+        apart, and ``stored`` is the last one it stored (:class:`JournalWriteError` if that
+        cannot be written now)."""
         conn = self._conn
         with _transaction(conn, self._path):
             conn.executemany(
@@ -494,7 +501,13 @@ class Outbox:
                 [(d.sink, d.number, d.task_id, d.at, d.error, d.packed()) for d in dead_letters],
             )
             conn.execute("UPDATE delivered SET last = ? WHERE sink = ?", (last, self.sink))
+            if stored is not None and stored is not self.stored:  # not again for each batch it rejects
+                conn.execute(
+                    "INSERT OR REPLACE INTO last_stored VALUES (?, ?)", (self.sink, _pack(result_to_row(stored)))
+                )
         self.mark = last
+        if stored is not None:
+            self.stored = stored
 
     def dead_letters(self, limit: int) -> tuple[int, list[DeadLetter]]:
         """How many dead letters this sink has, and the latest ``limit`` of them."""

@@ -133,15 +133,17 @@ def test_poison_results_become_dead_letters_and_the_rest_reaches_the_built_in_si
 @attrs.define(kw_only=True)
 class PickySink(ResultSink):
     """A third-party sink that fails, with no word of which result is at fault, on any batch
-    holding the result of task key ``bad``; or on every batch (``down``)."""
+    holding the result of task key ``bad``; or on every batch (``down``, or once it has stored
+    ``down_after`` results)."""
 
     name: ClassVar[str] = "picky"
     bad: str = "7"
     down: bool = False
+    down_after: int | None = None
     stored: list[str] = attrs.field(factory=list)
 
     def write(self, results: Sequence[Result]) -> None:
-        if self.down:
+        if self.down or (self.down_after is not None and len(self.stored) >= self.down_after):
             raise ConnectionError("picky sink's server is down")
         if any(r.key == self.bad for r in results):
             raise ValueError(f"value too long for column (key {self.bad})")
@@ -181,6 +183,30 @@ def test_a_sink_that_is_down_dead_letters_nothing(start_master, cyclone, tmp_pat
     outbox = Outbox(tmp_path / "journal.sqlite", "picky")
     assert outbox.dead_letters(5) == (0, [])
     outbox.close()
+
+
+def test_a_poison_result_left_to_a_restarted_master_is_dead_lettered(start_master, cyclone, tmp_path: Path) -> None:
+    """The run's last result is one the sink cannot store, and the sink went down just before
+    it: the master stops with that result undelivered.  Restarted on its journal, the master
+    used to take the sink for down for good, as no later result could show that it works."""
+    journal = tmp_path / "journal.sqlite"
+    sink = PickySink(bad="39", down_after=39, batch_size=8, flush_interval=0.05)  # key "39": task 40
+    first = run_master(start_master, journal, [sink])
+    assert first.master.core is not None
+    first.master.core.delivery_timeout = 1.0
+    cyclone("controller", "--master", first.endpoint, "--insecure", "--workers", "1")
+    assert first.join(60) == 1
+    assert (first.master.undelivered, len(sink.stored)) == (1, 39)
+    assert read_dead_letters(journal) == []
+    restarted = PickySink(bad="39", batch_size=8, flush_interval=0.05)
+    second = run_master(start_master, journal, [restarted])
+    assert second.master.core is not None
+    second.master.core.delivery_timeout = 1.0
+    assert second.join(60) == 0
+    assert second.master.undelivered == 0
+    assert restarted.stored == sink.stored[-1:]  # stored again, to show that the sink works
+    (letter,) = read_dead_letters(journal)
+    assert (letter.sink, letter.task_id) == ("picky", f"{second.master.run_id}-40")
 
 
 def test_poison_from_a_controller_reaches_the_built_in_sinks_as_a_failed_result_they_store(

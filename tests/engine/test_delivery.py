@@ -6,7 +6,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from contextlib import closing
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from conftest import MemorySink
@@ -172,3 +172,85 @@ def test_results_that_fail_alone_while_others_succeed_are_dead_lettered_and_no_o
         delivery.stop(5.0)
     assert [d.task_id for d in delivery.latest_dead_letters] == [f"{run}-{i}" for i in (11, 5, 2)]
     assert {r.key for r in sink.results} == {"1", "3", "4", "6", "7", "8", "9", "10"}
+
+
+def test_a_poison_result_alone_after_a_restart_is_dead_lettered_as_the_sink_stored_before(
+    tmp_path: Path, wait: Callable[..., Any]
+) -> None:
+    """The last result a sink stored is kept in the journal: a result the sink cannot store,
+    alone in the outbox when the master restarts, used to be taken for an outage for good."""
+    path = tmp_path / "journal.sqlite"
+    settler = Settler(path)
+    run = settler.journal.run_id
+    sink = FlakySink(batch_size=10, flush_interval=0.0)
+    sink.poison = frozenset({"1", "4"})
+    settler.journal.register_sinks(["memory"])
+    delivery = SinkDelivery(sink, settler.journal, backoff_max=0.05)
+    delivery.start()
+    try:
+        # A sink that has never stored anything cannot be told from one that is down: nothing
+        # is rejected until a result after that one is stored.
+        settler.settle(1, [delivery])
+        wait(lambda: delivery.errors >= 2, what="the sink to fail")
+        assert delivery.dead_letters == 0
+        settler.settle(2, [delivery])
+        wait(lambda: delivery.backlog == 0, what="the first three")
+    finally:
+        delivery.stop(5.0)
+    settler.settle(1, [])  # journaled; the master stops before delivering it
+    settler.journal.close()
+    restarted = Settler(path)
+    again = FlakySink(batch_size=10, flush_interval=0.0)
+    again.poison = sink.poison
+    delivery = SinkDelivery(again, restarted.journal, backoff_max=0.05)
+    delivery.start()
+    try:
+        wait(lambda: delivery.backlog == 0, timeout=10, what="the lone poison result to be dead-lettered")
+    finally:
+        delivery.stop(5.0)
+    assert [d.task_id for d in delivery.latest_dead_letters] == [f"{run}-4", f"{run}-1"]
+    assert again.ids() == [f"{run}-3"]  # stored again, to show that the sink works
+    assert (delivery.mark, delivery.errors) == (4, 0)
+
+
+class OtherSink(FlakySink):
+    name: ClassVar[str] = "other"
+
+
+def test_the_last_result_each_sink_stored_is_one_row_of_the_journal_kept_by_compaction(
+    tmp_path: Path, wait: Callable[..., Any]
+) -> None:
+    path = tmp_path / "journal.sqlite"
+    settler = Settler(path)
+    run = settler.journal.run_id
+    names = ["memory", "other"]
+
+    def deliver(sinks: list[FlakySink], what: str) -> list[SinkDelivery]:
+        settler.journal.register_sinks(names)
+        deliveries = [SinkDelivery(s, settler.journal, backoff_max=0.05) for s in sinks]
+        for d in deliveries:
+            d.start()
+        try:
+            if not settler.journal.last_result:
+                for _ in range(3):
+                    settler.settle(4, deliveries)
+            wait(lambda: all(d.backlog == 0 for d in deliveries), timeout=10, what=what)
+        finally:
+            for d in deliveries:
+                d.stop(5.0)
+        return deliveries
+
+    deliver([FlakySink(batch_size=3, flush_interval=0.0), OtherSink(batch_size=3, flush_interval=0.0)], "twelve")
+    settler.journal.compact([], names)  # every sink has every result: the outbox is emptied
+    with closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("SELECT count(*) FROM results").fetchone() == (0,)
+        assert conn.execute("SELECT sink FROM last_stored ORDER BY sink").fetchall() == [(n,) for n in names]
+    settler.settle(1, [])  # a result neither sink can store alone, left for the next master
+    settler.journal.close()
+    settler = Settler(path)
+    sinks = [FlakySink(batch_size=3, flush_interval=0.0), OtherSink(batch_size=3, flush_interval=0.0)]
+    for sink in sinks:
+        sink.poison = frozenset({"13"})
+    deliveries = deliver(sinks, "the poison result to be dead-lettered")
+    assert [[d.task_id for d in delivery.latest_dead_letters] for delivery in deliveries] == [[f"{run}-13"]] * 2
+    assert [sink.ids() for sink in sinks] == [[f"{run}-12"]] * 2
