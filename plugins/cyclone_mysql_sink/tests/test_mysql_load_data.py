@@ -11,6 +11,7 @@ import os
 import threading
 from typing import Any
 
+import MySQLdb
 import pytest
 from cyclone_mysql_sink import MySQLSink
 
@@ -69,7 +70,7 @@ def test_the_load_stores_what_the_inserts_store(
 ) -> None:
     results = _varied_results(make_result, ost_result)
     inserted = make_sink(layout=layout, load_data=False)
-    loaded = make_sink(layout=layout, table=other_table)
+    loaded = make_sink(layout=layout, table=other_table, load_data=True)
     inserted.write(results)
     loaded.write(results)
     assert (_statements(loaded, "load"), _statements(loaded, "insert")) == (1, 0)  # no fallback
@@ -113,7 +114,7 @@ def _ost_too_long(make_result: Any, ost_result: Any) -> tuple[list[Any], Any]:
 def test_a_value_the_server_would_alter_is_rejected_not_stored_mangled(
     layout, narrower, batch, code, make_sink, admin, table, table_rows, make_result, ost_result
 ) -> None:
-    sink = make_sink(layout=layout, sql_mode="STRICT_ALL_TABLES")
+    sink = make_sink(layout=layout, sql_mode="STRICT_ALL_TABLES", load_data=True)
     if narrower:
         admin.cursor().execute(f"ALTER TABLE `{table}` {narrower}")
     good, bad = batch(make_result, ost_result)
@@ -128,7 +129,7 @@ def test_a_value_the_server_would_alter_is_rejected_not_stored_mangled(
 
 @pytest.mark.parametrize("layout", ["results", "ost_perf"])
 def test_a_batch_delivered_again_adds_nothing_and_is_still_loaded(layout, make_sink, admin, table, ost_result) -> None:
-    sink = make_sink(layout=layout)
+    sink = make_sink(layout=layout, load_data=True)
     first = [ost_result(f"again-{i}") for i in range(300)]
     sink.write(first)
     stored = _every_column(admin, table)
@@ -148,7 +149,7 @@ def test_a_server_without_local_infile_gets_inserts_and_one_log_line(
     (allowed,) = cursor.fetchone()
     cursor.execute("SET GLOBAL local_infile = 0")
     try:
-        sink = make_sink()
+        sink = make_sink(load_data=True)
         with caplog.at_level(logging.DEBUG, logger="cyclone.sink.mysql"):
             sink.write([make_result(f"off-a-{i}") for i in range(100)])
             sink.write([make_result(f"off-b-{i}") for i in range(100)])
@@ -163,7 +164,7 @@ def test_a_server_without_local_infile_gets_inserts_and_one_log_line(
 
 
 def test_nothing_is_left_open_after_loads_that_work_and_fail(make_sink, table, table_rows, make_result) -> None:
-    sink = make_sink()
+    sink = make_sink(load_data=True)
     sink.write([make_result("open-0")])  # the connection and its session are set up
     descriptors, threads = sorted(os.listdir("/proc/self/fd")), threading.active_count()
     sink.write([make_result(f"open-{i}") for i in range(1, 500)])
@@ -177,3 +178,29 @@ def test_nothing_is_left_open_after_loads_that_work_and_fail(make_sink, table, t
     assert sorted(os.listdir("/proc/self/fd")) == descriptors  # no pipe end left open
     assert threading.active_count() == threads
     assert len(table_rows(table)) == 500
+
+
+@pytest.mark.parametrize("load_data", [False, True])
+def test_by_default_the_connection_refuses_to_send_a_file_the_server_names(
+    load_data, make_sink, make_result, tmp_path
+) -> None:
+    """In LOAD DATA LOCAL the server names the file the client sends, in answer to any
+    statement; the MariaDB client library sends it unless the connection says otherwise.  A
+    file of the master's host that the server asks for here (the statement names it, as a
+    rogue server would) is refused by default, and sent only with ``load_data`` on."""
+    secret = tmp_path / "master.secret"
+    secret.write_text("not for the server\n")
+    sink = make_sink(load_data=load_data)
+    sink.write([make_result("file-request")])  # connected and its session set up
+    cursor = sink._connection.cursor()
+    cursor.execute("CREATE TEMPORARY TABLE stolen (line TEXT)")
+    if load_data:
+        cursor.execute("LOAD DATA LOCAL INFILE %s INTO TABLE stolen", (str(secret),))
+        cursor.execute("SELECT line FROM stolen")
+        assert cursor.fetchall() == (("not for the server",),)
+    else:
+        with pytest.raises(MySQLdb.OperationalError) as refused:
+            cursor.execute("LOAD DATA LOCAL INFILE %s INTO TABLE stolen", (str(secret),))
+        assert refused.value.args[0] in (2068, 4166), refused.value  # the client refuses LOCAL
+        cursor.execute("SELECT COUNT(*) FROM stolen")
+        assert cursor.fetchone() == (0,)
