@@ -13,7 +13,7 @@ from conftest import MemorySink
 
 from cyclone_core.engine import delivery as delivery_module
 from cyclone_core.engine.delivery import SinkDelivery
-from cyclone_core.engine.journal import Journal
+from cyclone_core.engine.journal import Journal, Outbox
 from cyclone_core.engine.scheduler import TaskRecord
 from cyclone_core.model import Result, Status
 
@@ -225,32 +225,56 @@ def test_the_last_result_each_sink_stored_is_one_row_of_the_journal_kept_by_comp
     run = settler.journal.run_id
     names = ["memory", "other"]
 
-    def deliver(sinks: list[FlakySink], what: str) -> list[SinkDelivery]:
+    def deliver(sinks: list[FlakySink], batches: int, what: str) -> list[SinkDelivery]:
+        """Deliver what the journal holds and ``batches`` batches of four new results."""
         settler.journal.register_sinks(names)
         deliveries = [SinkDelivery(s, settler.journal, backoff_max=0.05) for s in sinks]
         for d in deliveries:
             d.start()
         try:
-            if not settler.journal.last_result:
-                for _ in range(3):
-                    settler.settle(4, deliveries)
+            for _ in range(batches):
+                settler.settle(4, deliveries)
             wait(lambda: all(d.backlog == 0 for d in deliveries), timeout=10, what=what)
         finally:
             for d in deliveries:
                 d.stop(5.0)
         return deliveries
 
-    deliver([FlakySink(batch_size=3, flush_interval=0.0), OtherSink(batch_size=3, flush_interval=0.0)], "twelve")
+    deliver([FlakySink(batch_size=3, flush_interval=0.0), OtherSink(batch_size=3, flush_interval=0.0)], 3, "twelve")
     settler.journal.compact([], names)  # every sink has every result: the outbox is emptied
     with closing(sqlite3.connect(path)) as conn:
         assert conn.execute("SELECT count(*) FROM results").fetchone() == (0,)
-        assert conn.execute("SELECT sink FROM last_stored ORDER BY sink").fetchall() == [(n,) for n in names]
+        stored = conn.execute("SELECT sink, stored IS NOT NULL FROM delivered ORDER BY sink").fetchall()
+        assert stored == [(n, 1) for n in names]
     settler.settle(1, [])  # a result neither sink can store alone, left for the next master
     settler.journal.close()
     settler = Settler(path)
     sinks = [FlakySink(batch_size=3, flush_interval=0.0), OtherSink(batch_size=3, flush_interval=0.0)]
     for sink in sinks:
         sink.poison = frozenset({"13"})
-    deliveries = deliver(sinks, "the poison result to be dead-lettered")
+    deliveries = deliver(sinks, 0, "the poison result to be dead-lettered")
     assert [[d.task_id for d in delivery.latest_dead_letters] for delivery in deliveries] == [[f"{run}-13"]] * 2
     assert [sink.ids() for sink in sinks] == [[f"{run}-12"]] * 2
+
+
+def test_a_journal_of_an_older_master_takes_the_last_stored_result_from_then_on(
+    tmp_path: Path, wait: Callable[..., Any], sink: Any
+) -> None:
+    path = tmp_path / "journal.sqlite"
+    settler = Settler(path)
+    settler.journal.register_sinks(["memory"])
+    settler.settle(2, [])
+    settler.journal.close()
+    with closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute("ALTER TABLE delivered DROP COLUMN stored")  # as an older master made it
+    settler = Settler(path)
+    sink.flush_interval = 0.0
+    delivery = SinkDelivery(sink, settler.journal)
+    delivery.start()
+    try:
+        wait(lambda: delivery.backlog == 0, what="the sink to catch up")
+    finally:
+        delivery.stop(5.0)
+    with closing(Outbox(path, "memory")) as outbox:
+        assert outbox.stored is not None
+        assert outbox.stored.task_id == f"{settler.journal.run_id}-2"
