@@ -545,13 +545,16 @@ class ControllerSession:
             message.master_id,
             message.run_id,
         )
-        self._send_heartbeat(now)
+        # Results before the heartbeat: a master whose earlier connection to this controller
+        # was replaced takes the tasks it sent there and that the heartbeat does not list back
+        # at once, and those whose results are on their way must be settled by then.
         if self.unacked:
             log.info("re-sending %d unacknowledged results", len(self.unacked))
             rows = [row for row, _ in self.unacked.values()]
             self.unacked = {row[0]: (row, now) for row in rows}
             self._fresh = []
             self._send_results(rows)
+        self._send_heartbeat(now)
 
     def _on_rehello(self, message: Rehello, now: float) -> None:
         # Several may arrive for messages sent before the Hello; one Hello answers them.

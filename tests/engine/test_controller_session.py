@@ -391,9 +391,9 @@ def test_results_and_handbacks_wait_for_the_welcome(h: Harness) -> None:
     assert h.take() == []
     h.welcome()
     sent = h.take()
-    assert sent[0] == Heartbeat(running=[], draining=True)
+    heartbeat = sent.index(Heartbeat(running=[], draining=True))
     assert Handback(["b"], "draining") in sent
-    assert result_ids(sent) == ["a"]
+    assert result_ids(sent[:heartbeat]) == ["a"]  # the results before the heartbeat
 
 
 def test_a_welcome_while_registered_changes_nothing(registered: Harness) -> None:

@@ -442,6 +442,24 @@ def test_work_sent_on_a_connection_replaced_later_comes_back_at_the_first_heartb
     core.check()
 
 
+def test_a_controller_that_reconnects_on_a_new_connection_keeps_what_it_holds_and_its_results_count() -> None:
+    """The other side of the rule above: tasks the controller did receive on the old connection
+    are in its heartbeat, or finished, their results sent again before the heartbeat."""
+    core = make_core(heartbeat_interval=2.0, controller_timeout=20.0)
+    core.submit(records(1, 20))
+    core.frame(b"c1.3", [hello("c1", credit=3)], 0.0)
+    held = [record.id for record in core.take(0.0).dispatch[0][1]]
+    core.frame(b"c1.4", [hello("c1", credit=0)], 5.0)
+    core.take(5.0)
+    core.frame(b"c1.4", [results_frame(held[:1])], 5.1)
+    core.frame(b"c1.4", [p.encode(p.Heartbeat(running=held[1:], draining=False))], 5.1)
+    core.take(5.1)
+    assert core.scheduler.stats.succeeded == 1
+    assert core.scheduler.stats.refused == 0
+    assert set(core.scheduler.controllers["c1"].leases) == set(held[1:])
+    core.check()
+
+
 def results_frame(task_ids: list[str], credit: int = 0) -> bytes:
     return p.encode(p.Results([Result(task_id, "noop", Status.OK) for task_id in task_ids], credit=credit))
 
