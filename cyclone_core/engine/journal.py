@@ -460,7 +460,8 @@ class Outbox:
         mark, stored = row or (0, None)
         #: Number of the last result delivered to this sink.
         self.mark: int = mark
-        #: The last result this sink stored, if it ever stored one.
+        #: The last result this sink stored, as the journal had it when opened (the delivery
+        #: thread keeps it from then on), if it ever stored one.
         self.stored: Result | None = result_from_row(_unpack(stored)) if stored is not None else None
         self._cached: tuple[int, list[Any]] = (0, [])
 
@@ -513,8 +514,6 @@ class Outbox:
                 (last, None if stored is None else _pack(result_to_row(stored)), self.sink),
             )
         self.mark = last
-        if stored is not None:
-            self.stored = stored
 
     def dead_letters(self, limit: int) -> tuple[int, list[DeadLetter]]:
         """How many dead letters this sink has, and the latest ``limit`` of them."""

@@ -461,8 +461,7 @@ class MasterCore:
         old = self._identities.get(cid)
         if old is not None and old != identity:
             self._peers.pop(old, None)  # the old connection no longer speaks for it
-            if known:
-                scheduler.connection_replaced(cid)
+            scheduler.connection_replaced(cid)
         self._peers[identity] = cid
         self._identities[cid] = identity
         self._joined = True
